@@ -1,0 +1,89 @@
+"""The policy interface: what a policy sees, when it decides, and what it returns.
+
+A policy is a small object with two things:
+
+* ``timing``: *when* it decides. ``immediate`` (each query on arrival), ``window`` (every
+  ``window_s`` seconds, over the queries that arrived in that window) or ``batch`` (every
+  ``batch_size`` arrivals; ``None`` means the whole run, the paper's setting).  The simulator,
+  not the policy, holds queries until their decision point, so waiting is counted as latency.
+* ``allocate(view, budget_tokens)``: *how much* each query of a decision group may generate.
+  ``view`` holds only what a server could know before generation (:class:`QueryView`: never
+  the hidden outcome or the true threshold); ``budget_tokens`` is the group's share of the
+  budget (target mean tokens per query times the group's size).  It returns an integer cap per
+  query (0 = abandon) whose sum never exceeds the budget.
+
+New policies subclass :class:`Policy`, declare their parameters in ``PARAMS`` (checked by
+:mod:`sim.spec`) and register with :func:`register`, after which scenarios select them by name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from sim.spec import Field
+
+
+@dataclass(frozen=True)
+class Timing:
+    kind: str  # "immediate" | "window" | "batch"
+    window_s: float | None = None
+    batch_size: int | None = None  # None with kind="batch": the whole run
+
+
+@dataclass(frozen=True)
+class QueryView:
+    """What a server knows about a group of queries when it must decide their budgets."""
+
+    query_id: np.ndarray
+    dataset: np.ndarray
+    prompt_tokens: np.ndarray
+    arrival_s: np.ndarray
+    tau_pred: np.ndarray  # the predictor's estimate of the emergence threshold (tokens)
+
+    def __len__(self) -> int:
+        return len(self.tau_pred)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    budgets: np.ndarray  # int64 caps, 0 = abandon
+    shadow_price: float | None = None  # lambda / alpha for price-based policies
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Run-level facts a policy may use to set itself up (never per-query outcomes)."""
+
+    target_tokens_per_query: float
+    fitted_beta: float
+    n_queries: int
+
+
+class Policy(ABC):
+    name: ClassVar[str]
+    doc: ClassVar[str]
+    PARAMS: ClassVar[dict[str, Field]] = {}
+
+    def __init__(self, params: dict, ctx: RunContext, label: str | None = None):
+        self.params = params
+        self.ctx = ctx
+        self.label = label or self.name  # how results name it (scenarios may run one twice)
+
+    @property
+    @abstractmethod
+    def timing(self) -> Timing: ...
+
+    @abstractmethod
+    def allocate(self, view: QueryView, budget_tokens: float) -> Allocation: ...
+
+
+REGISTRY: dict[str, type[Policy]] = {}
+
+
+def register(cls: type[Policy]) -> type[Policy]:
+    REGISTRY[cls.name] = cls
+    return cls

@@ -1,0 +1,151 @@
+"""CLEAR's batch allocation: Lambert-W closed form, rational abandonment, exact market clearing.
+
+Notation of ``docs/clear-method.md`` (the paper, reconstructed).  With price lambda and
+``w = W0(e * lambda / alpha)`` every funded query gets the same slack ``x* = (1 - w) / beta``
+above its predicted threshold, and a query is funded iff ``tau < (1 - w)**2 / (beta * w)``.
+Everything depends on the price only through ``w`` (``lambda / alpha = w * exp(w - 1)``, a
+monotone map), so the market is cleared by bisection on ``w`` in (0, 1]: no Lambert W per query
+or per iteration.
+
+Why it is fast: for a given ``w`` the funded queries are a contiguous range of the *sorted*
+thresholds, so total demand is a prefix sum looked up with ``searchsorted``: O(log N) per price,
+O(N log N) for the sort, O(N) for the final allocation.
+
+The cap ``b_max``: a query whose ideal budget ``tau + x*`` exceeds ``b_max`` gets ``b_max`` if
+its surplus there is still positive, i.e. ``alpha * x e^{-beta x} > lambda * b_max`` with
+``x = b_max - tau``; that solves in closed form with the other branch point of the same
+equation (``x_min = -W0(-beta c) / beta``), again a threshold on tau.
+
+Tokens left over by the last abandonment jump (the clearing price is where demand first drops
+to the budget, usually by abandoning one more query, so up to one query's demand stays unspent)
+are handled by ``leftover``: ``next-in-line`` hands them to the cheapest abandoned query when
+they cover at least its predicted threshold (it gets ``min(leftover, tau + x*, b_max)``);
+``none`` leaves them unspent.  Budgets are whole tokens (floored), so the sum never exceeds the
+budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import lambertw
+
+
+@dataclass(frozen=True)
+class ClearResult:
+    budgets: np.ndarray  # int64 per query, 0 = abandoned
+    w: float  # W0(e * lambda / alpha), in [0, 1]
+    price: float  # lambda / alpha = w * exp(w - 1)
+    slack: float  # x* = (1 - w) / beta
+    cutoff: float  # funded iff tau < cutoff (before the cap)
+    leftover: int  # budget tokens not allocated
+
+
+class ClearMarket:
+    """The sorted thresholds of one batch, ready to be priced many times."""
+
+    def __init__(self, tau: np.ndarray, beta: float, b_max: float):
+        if beta <= 0 or b_max <= 0:
+            raise ValueError("beta and b_max must be > 0")
+        self.tau = np.asarray(tau, dtype=float)
+        self.beta = float(beta)
+        self.b_max = float(b_max)
+        eligible = np.isfinite(self.tau) & (self.tau < self.b_max)
+        self.sorted = np.sort(self.tau[eligible])
+        self.prefix = np.concatenate([[0.0], np.cumsum(self.sorted)])
+
+    def _bounds(self, w: float) -> tuple[float, float, float, float]:
+        """(x*, cutoff, upper tau of the uncapped range, upper tau of the capped range)."""
+        beta, b_max = self.beta, self.b_max
+        xs = (1.0 - w) / beta
+        cut = math.inf if w <= 0 else (1.0 - w) ** 2 / (beta * w)
+        c = w * math.exp(w - 1.0) * b_max  # capped funded iff x e^{-beta x} > c, x = b_max - tau
+        if beta * c * math.e >= 1.0:
+            cap_hi = -math.inf
+        elif c <= 0:
+            cap_hi = b_max
+        else:
+            x_min = -lambertw(-beta * c, 0).real / beta
+            cap_hi = b_max - x_min
+        return xs, cut, b_max - xs, cap_hi
+
+    def _counts(self, w: float) -> tuple[int, int, int, float]:
+        xs, cut, unc_hi, cap_hi = self._bounds(w)
+        s = self.sorted
+        n_unc_max = int(np.searchsorted(s, unc_hi, side="right"))
+        n1 = min(int(np.searchsorted(s, cut, side="left")), n_unc_max)
+        n2 = max(int(np.searchsorted(s, cap_hi, side="left")) - n_unc_max, 0)
+        return n1, n_unc_max, n2, xs
+
+    def demand(self, w: float) -> float:
+        """Total tokens demanded at price w (before flooring to whole tokens)."""
+        n1, _, n2, xs = self._counts(w)
+        return float(self.prefix[n1] + n1 * xs + n2 * self.b_max)
+
+    def clearing_w(self, budget: float) -> float:
+        """Smallest w in [0, 1] whose demand fits the budget (bisection to float resolution)."""
+        if self.demand(0.0) <= budget:
+            return 0.0
+        lo, hi = 0.0, 1.0  # demand(lo) > budget >= demand(hi) = 0
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if mid <= lo or mid >= hi:
+                break
+            if self.demand(mid) <= budget:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def budgets_at(self, w: float) -> np.ndarray:
+        """Whole-token budgets at price w: tau + x* (floored), b_max when capped, 0 abandoned."""
+        xs, cut, unc_hi, cap_hi = self._bounds(w)
+        tau = self.tau
+        with np.errstate(invalid="ignore"):
+            unc = (tau < cut) & (tau <= unc_hi)
+            capped = (tau > unc_hi) & (tau < cap_hi) & (tau < self.b_max)
+        b = np.zeros(len(tau), dtype=np.int64)
+        b[unc] = np.floor(tau[unc] + xs).astype(np.int64)
+        b[capped] = int(self.b_max)
+        return b
+
+    def allocate(self, budget: float, leftover: str = "next-in-line") -> ClearResult:
+        """Clear the market for ``budget`` tokens and hand out the leftover (module doc)."""
+        w = self.clearing_w(budget)
+        xs, cut, _, _ = self._bounds(w)
+        tau = self.tau
+        b = self.budgets_at(w)
+        spare = int(math.floor(budget)) - int(b.sum())
+        if leftover == "next-in-line" and spare > 0:
+            cand = np.flatnonzero((b == 0) & np.isfinite(tau) & (tau < self.b_max))
+            if len(cand):
+                j = cand[np.argmin(tau[cand])]
+                if spare >= math.ceil(tau[j]):
+                    give = min(spare, math.floor(tau[j] + xs), int(self.b_max))
+                    b[j] = give
+                    spare -= give
+        return ClearResult(
+            budgets=b, w=w, price=w * math.exp(w - 1.0), slack=xs, cutoff=cut, leftover=spare
+        )
+
+
+def w_of_price(price_over_alpha: float) -> float:
+    """w = W0(e * lambda / alpha): the closed form's only dependence on the price."""
+    return float(lambertw(math.e * price_over_alpha, 0).real)
+
+
+def clear_allocate(
+    tau: np.ndarray, budget: float, beta: float, b_max: float = 4096, leftover: str = "next-in-line"
+) -> ClearResult:
+    """Allocate ``budget`` tokens over queries with predicted thresholds ``tau`` (CLEAR)."""
+    return ClearMarket(tau, beta, b_max).allocate(budget, leftover)
+
+
+def utility(b: np.ndarray, tau: np.ndarray, beta: float, alpha: float = 1.0) -> np.ndarray:
+    """The shifted-surge utility phi_i(b) = alpha (b - tau) exp(-beta (b - tau)) for b >= tau."""
+    x = np.asarray(b, dtype=float) - np.asarray(tau, dtype=float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        u = alpha * x * np.exp(-beta * x)
+    return np.where(x >= 0, u, 0.0)

@@ -1,0 +1,1 @@
+"""Shipped scenarios (YAML); ``clearsim scenarios`` lists them."""

@@ -1,0 +1,82 @@
+"""Allocation timing: when each arrival gets its budget, and the SimPy process that does it.
+
+The policy's :class:`~policies.base.Timing` splits the arrival stream into decision groups:
+
+* ``immediate``: each query alone, at its arrival.
+* ``window``: queries arriving in ``[k W, (k+1) W)`` are decided together at ``(k+1) W``.
+* ``batch``: every ``batch_size`` consecutive arrivals (``None``: all of them) are decided at
+  the arrival of the group's last query.
+
+At its decision time a group's budget is the target mean tokens per query times its size; the
+policy sees a :class:`~policies.base.QueryView` of the group and returns caps.  Queries with a
+cap of 0 are abandoned there (no generation); the others are dispatched to the replicas.  The
+time a query spends waiting for its decision is latency, like any queueing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from policies.base import Policy, Timing
+from sim.workload import Workload
+
+
+def decision_groups(timing: Timing, arrival_s: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """(decision time, arrival indices) in time order."""
+    n = len(arrival_s)
+    if n == 0:
+        return []
+    if timing.kind == "immediate":
+        return [(float(t), np.array([i])) for i, t in enumerate(arrival_s)]
+    if timing.kind == "window":
+        w = timing.window_s
+        k = np.floor(arrival_s / w).astype(np.int64)
+        cuts = np.flatnonzero(np.diff(k)) + 1
+        return [(float((k[g[0]] + 1) * w), g) for g in np.split(np.arange(n), cuts)]
+    if timing.kind == "batch":
+        size = timing.batch_size or n
+        groups = [np.arange(s, min(s + size, n)) for s in range(0, n, size)]
+        return [(float(arrival_s[g[-1]]), g) for g in groups]
+    raise ValueError(f"unknown timing {timing.kind!r}")
+
+
+@dataclass
+class Decisions:
+    """What the allocator decided for each arrival."""
+
+    budget: np.ndarray
+    decision_s: np.ndarray
+    shadow_price: np.ndarray  # NaN where the policy has no price
+
+    @classmethod
+    def empty(cls, n: int) -> "Decisions":
+        return cls(np.zeros(n, dtype=np.int64), np.full(n, np.nan), np.full(n, np.nan))
+
+
+def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, target: float,
+                       dispatch, out: Decisions, gen_tokens: np.ndarray):
+    """SimPy process: decide each group at its time, record, dispatch the funded queries.
+
+    ``gen_tokens`` is filled with min(cap, tokens needed) (at least 1 for a funded query) before
+    dispatch, so the replicas know each request's length, as a real server learns it by
+    generating.
+    """
+    needed = wl.tokens_needed
+    for t, idx in decision_groups(policy.timing, wl.arrival_s):
+        if t > env.now:
+            yield env.timeout(t - env.now)
+        alloc = policy.allocate(wl.view(idx), target * len(idx))
+        caps = np.asarray(alloc.budgets, dtype=np.int64)
+        if caps.shape != idx.shape or (caps < 0).any():
+            raise RuntimeError(f"policy {policy.name} returned invalid budgets")
+        out.budget[idx] = caps
+        out.decision_s[idx] = env.now
+        if alloc.shadow_price is not None:
+            out.shadow_price[idx] = alloc.shadow_price
+        funded = idx[caps > 0]
+        if len(funded):
+            gen_tokens[funded] = np.maximum(np.minimum(caps[caps > 0], needed[funded]), 1)
+            dispatch(funded)

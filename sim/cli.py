@@ -1,0 +1,175 @@
+"""The ``clearsim`` command: a thin layer over the Python API (same names, same options).
+
+Bad input raises :class:`~sim.errors.UserError`; here it becomes one line on stderr and exit
+code 2, with no traceback and no partial output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sim import __version__
+from sim.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive(kind):
+    def conv(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        return v
+    return conv
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return v
+
+
+def cmd_run(args) -> int:
+    from sim.runner import run
+
+    result = run(args.scenario, out=args.out, seed=args.seed, policies=args.policies,
+                 budget=args.budget, rate=args.rate, queries=args.queries)
+    sc = result.scenario
+    print(f"scenario {sc['name']}: {sc['arrivals']['queries']} queries at "
+          f"{sc['arrivals']['rate']:g}/s, budget {sc['budget']:g} tokens/query, seed {sc['seed']}")
+    print(result.table())
+    print(f"wrote {result.out_dir}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from sim.runner import load_traces
+    from sim.scenario import load_scenario, resolve_scenario_path
+    from sim.workload import mix_weights
+
+    sc = load_scenario(args.scenario)
+    where = str(resolve_scenario_path(args.scenario))
+    mix_weights(load_traces(sc, where), sc["traces"]["mix"], where)
+    print(f"{where}: ok ({len(sc['policies'])} policies, {sc['arrivals']['queries']} queries)")
+    return 0
+
+
+def cmd_scenarios(args) -> int:
+    from sim.scenario import describe_fields, load_scenario, shipped_scenarios
+
+    for name in shipped_scenarios():
+        print(f"{name:24s} {load_scenario(name)['description']}")
+    if args.fields:
+        print("\nScenario fields:\n" + describe_fields())
+    return 0
+
+
+def cmd_traces_list(args) -> int:
+    from traces.registry import embedded_dir, list_trace_sets
+    from traces.schema import TraceSet
+
+    for name, path in list_trace_sets().items():
+        ts = TraceSet.read(path)
+        where = "embedded" if path.parent == embedded_dir() else "imported"
+        m = ts.meta
+        spq = ts.samples_per_query
+        print(f"{name}  [{where}] {ts.n_queries} queries x {spq.min()}"
+              f"{'' if spq.min() == spq.max() else '-' + str(spq.max())} samples; "
+              f"datasets {', '.join(ts.datasets())}; model {m.get('model', '?')}; "
+              f"{m.get('decoding', '?')}; source {m.get('source', '?')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sim.scenario import describe_fields
+
+    ap = _Parser(prog="clearsim", description="Simulate serving LLM reasoning under a token budget: "
+                 "recorded accuracy-vs-tokens traces, SimPy continuous-batching replicas, and "
+                 "pluggable budget policies (uniform, CLEAR, windowed CLEAR).")
+    ap.add_argument("--version", action="version", version=f"clearsim {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("run", help="run a scenario against each of its policies and write a run folder",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Replay one arrival stream of real reasoning queries against each "
+                       "policy (same arrivals, same hidden outcomes) and print accuracy, tokens "
+                       "per query, abandon rate and latency side by side. Writes queries.parquet, "
+                       "summary.json and the resolved scenario.yaml into the run folder.",
+                       epilog="Scenario fields (YAML):\n" + describe_fields())
+    p.add_argument("scenario", nargs="?", default="default",
+                   help="shipped scenario name or path to a YAML file (default: default)")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="run folder to create (default: runs/<scenario>-<timestamp>/); must not "
+                   "exist or be empty")
+    p.add_argument("--seed", type=_non_negative_int, default=None,
+                   help="random seed (overrides the scenario's); same seed, same bytes out")
+    p.add_argument("--policies", metavar="A,B", default=None,
+                   help="comma-separated policy names or labels to run (default: the scenario's); "
+                   "names not in the scenario run with default parameters")
+    p.add_argument("--budget", metavar="TOKENS", type=_positive(float), default=None,
+                   help="target mean tokens per query (overrides the scenario's budget)")
+    p.add_argument("--rate", metavar="RPS", type=_positive(float), default=None,
+                   help="mean arrivals per second (overrides arrivals.rate)")
+    p.add_argument("--queries", metavar="N", type=_positive(int), default=None,
+                   help="number of arriving queries (overrides arrivals.queries)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a scenario file without running it")
+    p.add_argument("scenario", help="shipped scenario name or path to a YAML file")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("scenarios", help="list the shipped scenarios")
+    p.add_argument("--fields", action="store_true", help="also print every scenario field")
+    p.set_defaults(func=cmd_scenarios)
+
+    p = sub.add_parser("traces", help="trace sets: list (and collect, when installed)")
+    tsub = p.add_subparsers(dest="traces_command", metavar="TRACES_COMMAND", parser_class=_Parser)
+    q = tsub.add_parser("list", help="every trace set (embedded and imported) with its provenance")
+    q.set_defaults(func=cmd_traces_list)
+    _register_optional(tsub)
+    return ap
+
+
+def _register_optional(tsub) -> None:
+    """Subcommands living in optional modules register themselves here."""
+    try:
+        from traces.collect.cli import register
+    except ImportError:
+        return
+    register(tsub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as exc:  # --help, --version or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else 0
+    if not getattr(args, "func", None):
+        ap.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"clearsim: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clearsim: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

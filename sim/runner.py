@@ -1,0 +1,267 @@
+"""Run a scenario: one workload replayed against each policy, results in memory and on disk.
+
+``run("default")`` is what ``clearsim run`` does; :func:`simulate` is the same without writing
+anything.  Every policy sees the same arrivals, hidden outcomes and predictions (the workload is
+drawn once), and gets a fresh SimPy environment and fresh replicas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import simpy
+import yaml
+
+from policies.base import REGISTRY, RunContext
+from sim.allocation import Decisions, allocation_process
+from sim.engine import EngineConfig, LinearStepModel, Recorder, Replica, Router
+from sim.errors import UserError
+from sim.metrics import summarise
+from sim.presets import presets
+from sim.scenario import load_scenario, resolve_scenario_path
+from sim.workload import Workload, build_workload
+from traces.curves import PAPER_BETA, accuracy_at, fit_beta
+from traces.registry import load_trace_set
+from traces.schema import TraceSet
+
+
+@dataclass
+class RunResult:
+    scenario: dict  # fully resolved
+    summary: dict  # {"scenario", "seed", "results": [...]}
+    queries: pd.DataFrame  # one row per (policy, query)
+    out_dir: Path | None = None
+
+    def table(self) -> str:
+        return format_table(self.summary["results"])
+
+
+def engine_config(eng: dict) -> EngineConfig:
+    """The engine section of a resolved scenario, preset values filled in."""
+    pre = presets()[eng["preset"]]
+
+    def pick(override, preset_value, scale):
+        return (preset_value if override is None else override) * scale
+
+    step = LinearStepModel(
+        c0_s=pick(None if eng["c0_ms"] is None else eng["c0_ms"] * 1000, pre["c0_us"], 1e-6),
+        c1_s=pick(eng["c1_us"], pre["c1_us"], 1e-6),
+        c2_s=pick(eng["c2_us"], pre["c2_us"], 1e-6),
+    )
+    overhead_us = pre.get("request_overhead_us", 0.0) if eng["request_overhead_ms"] is None \
+        else eng["request_overhead_ms"] * 1000
+    return EngineConfig(
+        step=step,
+        max_num_seqs=eng["max_num_seqs"],
+        max_num_batched_tokens=eng["max_num_batched_tokens"],
+        request_overhead_s=overhead_us * 1e-6,
+        replicas=eng["replicas"],
+        routing=eng["routing"],
+    )
+
+
+def load_traces(sc: dict, where: str | None = None) -> TraceSet:
+    parts = [load_trace_set(s, where=where, field="traces.sets") for s in sc["traces"]["sets"]]
+    return TraceSet.concat("+".join(p.name for p in parts), parts)
+
+
+def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float) -> tuple[pd.DataFrame, float]:
+    """One policy against the workload: its rows of queries.parquet and GPU busy seconds."""
+    n = wl.n
+    env = simpy.Environment()
+    rec = Recorder(n)
+    dec = Decisions.empty(n)
+    gen = np.zeros(n, dtype=np.int64)
+    replicas = [Replica(env, cfg, wl.prompt_tokens, gen, rec, r) for r in range(cfg.replicas)]
+    router = Router(replicas, cfg.routing)
+    env.process(allocation_process(env, policy, wl, target, router.dispatch, dec, gen))
+    env.run()
+    budget = dec.budget
+    needed = wl.tokens_needed
+    abandoned = budget == 0
+    rows = pd.DataFrame({
+        "policy": policy.label,
+        "query_id": wl.query_id.astype(str),
+        "dataset": wl.dataset.astype(str),
+        "arrival_s": wl.arrival_s,
+        "decision_s": dec.decision_s,
+        "scheduled_s": rec.scheduled_s,
+        "first_token_s": rec.first_token_s,
+        "finish_s": rec.finish_s,
+        "prompt_tokens": wl.prompt_tokens,
+        "budget": budget,
+        "tokens_needed": needed,
+        "tokens_generated": gen,
+        "correct": wl.sample_correct & (needed <= budget) & ~abandoned,
+        "expected_accuracy": accuracy_at(wl.traces, wl.query, budget),
+        "abandoned": abandoned,
+        "tau_true": wl.tau_true,
+        "tau_pred": wl.tau_pred,
+        "shadow_price": dec.shadow_price,
+        "replica": rec.replica,
+    })
+    return rows, sum(r.busy_s for r in replicas)
+
+
+def simulate(scenario: str | dict = "default", **overrides) -> RunResult:
+    """Run a scenario in memory, writing nothing.
+
+    ``scenario`` is a shipped name, a YAML path (with the overrides of :func:`run`) or an
+    already resolved scenario dict (see :func:`resolve`).
+    """
+    if isinstance(scenario, dict):
+        if overrides:
+            raise TypeError("overrides apply to a scenario name or path, not a resolved dict")
+        sc, where = scenario, None
+    else:
+        sc = resolve(scenario, **overrides)
+        where = str(resolve_scenario_path(scenario))
+    ts = load_traces(sc, where)
+    wl = build_workload(
+        ts,
+        n_queries=sc["arrivals"]["queries"],
+        rate=sc["arrivals"]["rate"],
+        mix=sc["traces"]["mix"],
+        predictor=sc["predictor"],
+        seed=sc["seed"],
+        where=where,
+    )
+    cfg = engine_config(sc["engine"])
+    ctx = RunContext(
+        target_tokens_per_query=sc["budget"],
+        fitted_beta=fit_beta(ts) or PAPER_BETA,
+        n_queries=wl.n,
+    )
+    frames, results = [], []
+    for spec in sc["policies"]:
+        params = {k: v for k, v in spec.items() if k not in ("name", "label")}
+        policy = REGISTRY[spec["name"]](params, ctx, spec["label"])
+        rows, busy = simulate_policy(policy, wl, cfg, sc["budget"])
+        frames.append(rows)
+        results.append(summarise(rows, gpu_busy_s=busy, replicas=cfg.replicas))
+    summary = {
+        "scenario": sc["name"],
+        "seed": sc["seed"],
+        "budget": sc["budget"],
+        "fitted_beta": ctx.fitted_beta,
+        "results": results,
+    }
+    return RunResult(sc, summary, pd.concat(frames, ignore_index=True))
+
+
+def _select_policies(raw: list, names: list[str]) -> list:
+    """Keep the scenario's entries matching ``names`` (by label or name); add unknown ones."""
+    chosen = []
+    for name in names:
+        hits = [p for p in raw if (p if isinstance(p, str) else p.get("label", p.get("name"))) == name]
+        hits = hits or [p for p in raw if (p if isinstance(p, str) else p.get("name")) == name]
+        chosen.extend(hits or [name])
+    return chosen
+
+
+def resolve(scenario: str = "default", *, seed: int | None = None, policies=None,
+            budget: float | None = None, rate: float | None = None,
+            queries: int | None = None) -> dict:
+    """Load a scenario by name or path and apply the command-line style overrides."""
+    path = resolve_scenario_path(scenario)
+    ov: dict[str, object] = {}
+    if seed is not None:
+        ov["seed"] = seed
+    if budget is not None:
+        ov["budget"] = budget
+    if rate is not None:
+        ov["arrivals.rate"] = rate
+    if queries is not None:
+        ov["arrivals.queries"] = queries
+    if policies:
+        names = policies.split(",") if isinstance(policies, str) else list(policies)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            raw = None  # load_scenario below reports it
+        base = raw.get("policies", []) if isinstance(raw, dict) else []
+        ov["policies"] = _select_policies(base if isinstance(base, list) else [], names)
+    return load_scenario(str(path), ov)
+
+
+def default_out_dir(name: str) -> Path:
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, compression="zstd")
+
+
+def write_run(result: RunResult, out: str | os.PathLike) -> Path:
+    """Write queries.parquet, summary.json and scenario.yaml into ``out``, all or nothing."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError("output folder exists and is not empty; choose another --out or remove it",
+                        where=str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _write_parquet(result.queries, tmp / "queries.parquet")
+        (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
+        (tmp / "scenario.yaml").write_text(yaml.safe_dump(result.scenario, sort_keys=False))
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result.out_dir = out
+    return out
+
+
+def run(scenario: str = "default", *, out: str | os.PathLike | None = None, seed: int | None = None,
+        policies=None, budget: float | None = None, rate: float | None = None,
+        queries: int | None = None) -> RunResult:
+    """``clearsim run``: simulate a scenario and write its run folder.
+
+    ``scenario`` is a shipped name (``default``) or a YAML path; the keyword arguments override
+    the scenario's seed, policies (names or labels, a list or comma-separated), budget (mean
+    tokens per query), arrival rate (queries per second) and number of queries.
+    """
+    result = simulate(scenario, seed=seed, policies=policies, budget=budget, rate=rate,
+                      queries=queries)
+    write_run(result, out if out is not None else default_out_dir(result.scenario["name"]))
+    return result
+
+
+def _fmt(v, digits=1):
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def format_table(results: list[dict]) -> str:
+    """The comparison table ``clearsim run`` prints."""
+    head = ["policy", "accuracy", "exp.acc", "tokens/q", "abandon", "e2e p50 s", "e2e p99 s",
+            "wait p99 s", "GPU busy", "batch"]
+    rows = []
+    for r in results:
+        rows.append([
+            r["policy"],
+            f"{r['accuracy']:.3f}",
+            f"{r['expected_accuracy']:.3f}",
+            _fmt(r["tokens_per_query"]),
+            f"{r['abandon_rate']:.1%}",
+            _fmt(None if r["e2el_ms"]["median"] is None else r["e2el_ms"]["median"] / 1000, 2),
+            _fmt(None if r["e2el_ms"]["p99"] is None else r["e2el_ms"]["p99"] / 1000, 2),
+            _fmt(None if r["queue_wait_ms"]["p99"] is None else r["queue_wait_ms"]["p99"] / 1000, 2),
+            f"{r['gpu_utilisation']:.0%}",
+            f"{r['mean_running']:.0f}",
+        ])
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    fmt_row = lambda cells: "  ".join(  # noqa: E731
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([fmt_row(head), fmt_row(["-" * w for w in widths])] + [fmt_row(r) for r in rows])

@@ -1,0 +1,1 @@
+"""Embedded trace sets (Parquet, numbers only); provenance in PROVENANCE.md beside them."""

@@ -1,0 +1,237 @@
+"""The trace format: per-query recorded samples, numbers only.
+
+A :class:`TraceSet` holds, for each query, what a server knows before generation (id, dataset,
+level, subject, prompt tokens) and the recorded samples of the model's answers: each sample's
+completion length in tokens, whether it was graded correct, and whether it hit the recording
+cap.  Samples are stored flat with CSR offsets so that curve maths over many queries is
+vectorised (see :mod:`traces.curves`).
+
+On disk a trace set is one Parquet file: one row per query with list columns for the samples,
+and the set's name and provenance as JSON in the file's key-value metadata (key ``clearsim``).
+No problem text and no model output is ever stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sim.errors import UserError
+
+FORMAT_VERSION = 1
+METADATA_KEY = b"clearsim"
+
+#: Level is optional in the sources; -1 stands for "not stated".
+UNKNOWN_LEVEL = -1
+#: The recording cap is optional; -1 stands for "not stated".
+UNKNOWN_CAP = -1
+
+
+@dataclass(frozen=True, eq=False)
+class TraceSet:
+    """Recorded samples of many queries, with provenance.
+
+    Per-query arrays have length ``n_queries``; ``sample_*`` arrays are flat, query ``i`` owning
+    ``sample_*[offsets[i]:offsets[i+1]]``.  Every query has at least one sample.
+    """
+
+    name: str
+    meta: dict
+    query_id: np.ndarray  # str objects
+    dataset: np.ndarray  # str objects
+    level: np.ndarray  # int64, UNKNOWN_LEVEL when not stated
+    subject: np.ndarray  # str objects or None
+    prompt_tokens: np.ndarray  # int64
+    max_tokens: np.ndarray  # int64, UNKNOWN_CAP when not stated
+    offsets: np.ndarray  # int64, length n_queries + 1
+    sample_tokens: np.ndarray  # int64
+    sample_correct: np.ndarray  # bool
+    sample_truncated: np.ndarray  # bool
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    # ----------------------------------------------------------------- shape
+    @property
+    def n_queries(self) -> int:
+        return len(self.query_id)
+
+    @property
+    def samples_per_query(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def sample_query(self) -> np.ndarray:
+        """Index of the query each flat sample belongs to."""
+        if "sample_query" not in self._cache:
+            self._cache["sample_query"] = np.repeat(
+                np.arange(self.n_queries, dtype=np.int64), self.samples_per_query
+            )
+        return self._cache["sample_query"]
+
+    def datasets(self) -> list[str]:
+        return sorted(set(self.dataset.tolist()))
+
+    # ------------------------------------------------------------ building
+    @classmethod
+    def from_records(cls, name: str, meta: dict, records: list[dict]) -> "TraceSet":
+        """Build from already-validated per-query dicts (see :mod:`traces.importers`)."""
+        counts = np.array([len(r["samples"]) for r in records], dtype=np.int64)
+        offsets = np.zeros(len(records) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        flat = [s for r in records for s in r["samples"]]
+        return cls(
+            name=name,
+            meta=dict(meta),
+            query_id=np.array([r["query_id"] for r in records], dtype=object),
+            dataset=np.array([r["dataset"] for r in records], dtype=object),
+            level=np.array(
+                [UNKNOWN_LEVEL if r.get("level") is None else r["level"] for r in records],
+                dtype=np.int64,
+            ),
+            subject=np.array([r.get("subject") for r in records], dtype=object),
+            prompt_tokens=np.array([r["prompt_tokens"] for r in records], dtype=np.int64),
+            max_tokens=np.array(
+                [UNKNOWN_CAP if r.get("max_tokens") is None else r["max_tokens"] for r in records],
+                dtype=np.int64,
+            ),
+            offsets=offsets,
+            sample_tokens=np.array([s["tokens"] for s in flat], dtype=np.int64),
+            sample_correct=np.array([s["correct"] for s in flat], dtype=bool),
+            sample_truncated=np.array([s.get("truncated", False) for s in flat], dtype=bool),
+        )
+
+    @classmethod
+    def concat(cls, name: str, parts: list["TraceSet"]) -> "TraceSet":
+        """Stack several sets into one (query ids are prefixed by nothing: they must differ)."""
+        if len(parts) == 1:
+            return parts[0]
+        offsets = [np.zeros(1, dtype=np.int64)]
+        base = 0
+        for p in parts:
+            offsets.append(p.offsets[1:] + base)
+            base += int(p.offsets[-1])
+        return cls(
+            name=name,
+            meta={"parts": [{"name": p.name, **p.meta} for p in parts]},
+            query_id=np.concatenate([p.query_id for p in parts]),
+            dataset=np.concatenate([p.dataset for p in parts]),
+            level=np.concatenate([p.level for p in parts]),
+            subject=np.concatenate([p.subject for p in parts]),
+            prompt_tokens=np.concatenate([p.prompt_tokens for p in parts]),
+            max_tokens=np.concatenate([p.max_tokens for p in parts]),
+            offsets=np.concatenate(offsets),
+            sample_tokens=np.concatenate([p.sample_tokens for p in parts]),
+            sample_correct=np.concatenate([p.sample_correct for p in parts]),
+            sample_truncated=np.concatenate([p.sample_truncated for p in parts]),
+        )
+
+    def subset(self, rows: np.ndarray) -> "TraceSet":
+        """The queries at ``rows`` (indices or boolean mask), samples carried along."""
+        rows = np.arange(self.n_queries)[rows]
+        counts = self.samples_per_query[rows]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        starts = self.offsets[rows]
+        flat = np.repeat(starts - offsets[:-1], counts) + np.arange(offsets[-1])
+        return TraceSet(
+            name=self.name,
+            meta=self.meta,
+            query_id=self.query_id[rows],
+            dataset=self.dataset[rows],
+            level=self.level[rows],
+            subject=self.subject[rows],
+            prompt_tokens=self.prompt_tokens[rows],
+            max_tokens=self.max_tokens[rows],
+            offsets=offsets,
+            sample_tokens=self.sample_tokens[flat],
+            sample_correct=self.sample_correct[flat],
+            sample_truncated=self.sample_truncated[flat],
+        )
+
+    # ------------------------------------------------------------- storage
+    def to_table(self) -> pa.Table:
+        def lists(values: np.ndarray, typ: pa.DataType) -> pa.Array:
+            return pa.ListArray.from_arrays(
+                pa.array(self.offsets, type=pa.int32()), pa.array(values, type=typ)
+            )
+
+        table = pa.table(
+            {
+                "query_id": pa.array(self.query_id.tolist(), type=pa.string()),
+                "dataset": pa.array(self.dataset.tolist(), type=pa.string()),
+                "level": pa.array(self.level, type=pa.int16()),
+                "subject": pa.array(self.subject.tolist(), type=pa.string()),
+                "prompt_tokens": pa.array(self.prompt_tokens, type=pa.int32()),
+                "max_tokens": pa.array(self.max_tokens, type=pa.int32()),
+                "sample_tokens": lists(self.sample_tokens, pa.int32()),
+                "sample_correct": lists(self.sample_correct, pa.bool_()),
+                "sample_truncated": lists(self.sample_truncated, pa.bool_()),
+            }
+        )
+        meta = {"format_version": FORMAT_VERSION, "name": self.name, "meta": self.meta}
+        return table.replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True)})
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write atomically: a reader never sees a half-written file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            pq.write_table(self.to_table(), tmp, compression="zstd")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "TraceSet":
+        path = Path(path)
+        if not path.is_file():
+            raise UserError("trace file not found", where=str(path))
+        try:
+            table = pq.read_table(path)
+            info = json.loads(table.schema.metadata[METADATA_KEY])
+        except (pa.ArrowException, OSError, KeyError, TypeError, ValueError) as exc:
+            raise UserError(
+                f"not a clearsim trace file ({type(exc).__name__}); re-import it with "
+                "'clearsim traces import'",
+                where=str(path),
+            ) from None
+        if info.get("format_version") != FORMAT_VERSION:
+            raise UserError(
+                f"trace format version {info.get('format_version')} is not {FORMAT_VERSION}; "
+                "re-import it",
+                where=str(path),
+                field="format_version",
+            )
+
+        def flat(col: str) -> tuple[np.ndarray, np.ndarray]:
+            arr = table.column(col).combine_chunks()
+            return arr.offsets.to_numpy().astype(np.int64), arr.values.to_numpy(zero_copy_only=False)
+
+        offsets, tokens = flat("sample_tokens")
+        _, correct = flat("sample_correct")
+        _, truncated = flat("sample_truncated")
+        return cls(
+            name=info["name"],
+            meta=info.get("meta", {}),
+            query_id=np.array(table.column("query_id").to_pylist(), dtype=object),
+            dataset=np.array(table.column("dataset").to_pylist(), dtype=object),
+            level=table.column("level").to_numpy().astype(np.int64),
+            subject=np.array(table.column("subject").to_pylist(), dtype=object),
+            prompt_tokens=table.column("prompt_tokens").to_numpy().astype(np.int64),
+            max_tokens=table.column("max_tokens").to_numpy().astype(np.int64),
+            offsets=offsets,
+            sample_tokens=tokens.astype(np.int64),
+            sample_correct=correct.astype(bool),
+            sample_truncated=truncated.astype(bool),
+        )
