@@ -80,6 +80,13 @@ class Policy(ABC):
     @abstractmethod
     def allocate(self, view: QueryView, budget_tokens: float) -> Allocation: ...
 
+    #: Set True in policies that learn from completions (they then get ``on_finished`` calls).
+    wants_feedback: ClassVar[bool] = False
+
+    def on_finished(self, budgets: np.ndarray, tokens_generated: np.ndarray, now: float) -> None:
+        """Requests finished at ``now`` with these caps and generated lengths (what a server
+        sees when a request ends: its length, and whether it hit the cap; never correctness)."""
+
 
 REGISTRY: dict[str, type[Policy]] = {}
 

@@ -21,6 +21,7 @@ import numpy as np
 import simpy
 
 from policies.base import Policy, Timing
+from sim.engine import Recorder
 from sim.workload import Workload
 
 
@@ -57,14 +58,17 @@ class Decisions:
 
 
 def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, target: float,
-                       dispatch, out: Decisions, gen_tokens: np.ndarray):
+                       dispatch, out: Decisions, gen_tokens: np.ndarray, rec: Recorder):
     """SimPy process: decide each group at its time, record, dispatch the funded queries.
 
     ``gen_tokens`` is filled with min(cap, tokens needed) (at least 1 for a funded query) before
     dispatch, so the replicas know each request's length, as a real server learns it by
-    generating.
+    generating.  Policies with ``wants_feedback`` hear of every completion through ``rec``.
     """
     needed = wl.tokens_needed
+    if policy.wants_feedback:
+        rec.listeners.append(
+            lambda idx, now: policy.on_finished(out.budget[idx], gen_tokens[idx], now))
     for t, idx in decision_groups(policy.timing, wl.arrival_s):
         if t > env.now:
             yield env.timeout(t - env.now)

@@ -7,13 +7,18 @@ code 2, with no traceback and no partial output.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from sim import __version__
 from sim.errors import UserError
 
 
-class _Parser(argparse.ArgumentParser):
+#: Modules that add their own subcommands: each has ``register(subparsers)``.
+COMMAND_MODULES = ["traces.cli"]
+
+
+class Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line on stderr and exit 2."""
 
     def error(self, message: str):
@@ -77,30 +82,14 @@ def cmd_scenarios(args) -> int:
     return 0
 
 
-def cmd_traces_list(args) -> int:
-    from traces.registry import embedded_dir, list_trace_sets
-    from traces.schema import TraceSet
-
-    for name, path in list_trace_sets().items():
-        ts = TraceSet.read(path)
-        where = "embedded" if path.parent == embedded_dir() else "imported"
-        m = ts.meta
-        spq = ts.samples_per_query
-        print(f"{name}  [{where}] {ts.n_queries} queries x {spq.min()}"
-              f"{'' if spq.min() == spq.max() else '-' + str(spq.max())} samples; "
-              f"datasets {', '.join(ts.datasets())}; model {m.get('model', '?')}; "
-              f"{m.get('decoding', '?')}; source {m.get('source', '?')}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     from sim.scenario import describe_fields
 
-    ap = _Parser(prog="clearsim", description="Simulate serving LLM reasoning under a token budget: "
+    ap = Parser(prog="clearsim", description="Simulate serving LLM reasoning under a token budget: "
                  "recorded accuracy-vs-tokens traces, SimPy continuous-batching replicas, and "
                  "pluggable budget policies (uniform, CLEAR, windowed CLEAR).")
     ap.add_argument("--version", action="version", version=f"clearsim {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     p = sub.add_parser("run", help="run a scenario against each of its policies and write a run folder",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -135,21 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fields", action="store_true", help="also print every scenario field")
     p.set_defaults(func=cmd_scenarios)
 
-    p = sub.add_parser("traces", help="trace sets: list (and collect, when installed)")
-    tsub = p.add_subparsers(dest="traces_command", metavar="TRACES_COMMAND", parser_class=_Parser)
-    q = tsub.add_parser("list", help="every trace set (embedded and imported) with its provenance")
-    q.set_defaults(func=cmd_traces_list)
-    _register_optional(tsub)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return ap
-
-
-def _register_optional(tsub) -> None:
-    """Subcommands living in optional modules register themselves here."""
-    try:
-        from traces.collect.cli import register
-    except ImportError:
-        return
-    register(tsub)
 
 
 def main(argv: list[str] | None = None) -> int:

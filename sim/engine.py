@@ -50,13 +50,25 @@ class EngineConfig:
 
 
 class Recorder:
-    """Per-request timestamps, filled in by the replicas (NaN until they happen)."""
+    """Per-request timestamps, filled in by the replicas (NaN until they happen).
+
+    ``listeners`` are called with the indices of requests as they finish (and the time), so
+    feedback-driven policies can learn from completions as a server would.
+    """
 
     def __init__(self, n: int):
         self.scheduled_s = np.full(n, np.nan)
         self.first_token_s = np.full(n, np.nan)
         self.finish_s = np.full(n, np.nan)
         self.replica = np.full(n, -1, dtype=np.int64)
+        self.listeners: list = []
+
+    def mark_finished(self, idx: np.ndarray, now: float) -> None:
+        if len(idx) == 0:
+            return
+        self.finish_s[idx] = now
+        for listener in self.listeners:
+            listener(idx, now)
 
 
 class Replica:
@@ -116,7 +128,7 @@ class Replica:
         self.outstanding_tokens -= steps * len(self.run_idx)
         done = self.run_rem <= 0
         if done.any():
-            self.rec.finish_s[self.run_idx[done]] = self.env.now
+            self.rec.mark_finished(self.run_idx[done], self.env.now)
             keep = ~done
             self.run_idx = self.run_idx[keep]
             self.run_rem = self.run_rem[keep]
@@ -136,7 +148,7 @@ class Replica:
                 self.outstanding_tokens -= len(new)
                 rem = self.gen[new] - 1
                 finished = rem <= 0
-                self.rec.finish_s[new[finished]] = env.now
+                self.rec.mark_finished(new[finished], env.now)
                 self.run_idx = np.concatenate([self.run_idx, new[~finished]])
                 self.run_rem = np.concatenate([self.run_rem, rem[~finished]])
                 continue

@@ -84,7 +84,7 @@ def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float) -> t
     gen = np.zeros(n, dtype=np.int64)
     replicas = [Replica(env, cfg, wl.prompt_tokens, gen, rec, r) for r in range(cfg.replicas)]
     router = Router(replicas, cfg.routing)
-    env.process(allocation_process(env, policy, wl, target, router.dispatch, dec, gen))
+    env.process(allocation_process(env, policy, wl, target, router.dispatch, dec, gen, rec))
     env.run()
     budget = dec.budget
     needed = wl.tokens_needed
