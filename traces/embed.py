@@ -55,6 +55,20 @@ for _ds in ("gaokao2023en", "minerva_math", "olympiadbench"):
     }
 
 
+def provenance_markdown() -> str:
+    """``traces/data/PROVENANCE.md``: where every embedded set comes from (same as its meta)."""
+    lines = ["# Provenance of the embedded trace sets", "",
+             "Written by `python -m traces.embed`; each set also carries this in its Parquet "
+             "metadata (`clearsim traces list`). Numbers only: query ids, dataset, level, "
+             "subject, prompt tokens, per-sample completion tokens, correctness and truncation.",
+             "", "| trace set | model | decoding | source | licence | token counts |",
+             "|---|---|---|---|---|---|"]
+    for name, p in PROVENANCE.items():
+        lines.append(f"| {name} | {p['model']} | {p['decoding']} | {p['source']} | "
+                     f"{p['licence']} | {p['tokens']} |")
+    return "\n".join(lines) + "\n"
+
+
 def build_embedded(generations_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Import every known recording in ``generations_dir`` into ``out_dir`` (the package data)."""
     generations_dir = Path(generations_dir)
@@ -64,6 +78,7 @@ def build_embedded(generations_dir: str | Path, out_dir: str | Path | None = Non
         src = generations_dir / f"{name}.jsonl"
         ts = import_generations(src, name, {"recorded_by": "public source", **prov})
         written.append(ts.write(out / f"{name}.parquet"))
+    (out / "PROVENANCE.md").write_text(provenance_markdown(), encoding="utf-8")
     return written
 
 

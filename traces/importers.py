@@ -114,3 +114,148 @@ def import_generations(path: str | os.PathLike, name: str, meta: dict | None = N
     info = {"format": "generations", "source_file": path.name}
     info.update(meta or {})
     return TraceSet.from_records(name, info, records)
+
+
+# ------------------------------------------------------------------ qwen-harness
+def load_tokenizer(name: str):
+    """A Hugging Face tokenizer by name (needs ``transformers``; local cache or the Hub)."""
+    try:
+        from transformers import AutoTokenizer  # optional: only this importer needs it
+    except ImportError:
+        raise UserError(
+            f"counting tokens with '{name}' needs the 'transformers' package "
+            "(pip install transformers); it is not installed",
+            field="--tokenizer",
+        ) from None
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is the user's name or network
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"cannot load tokenizer '{name}' ({type(exc).__name__}: {first[:160]})",
+                        field="--tokenizer") from None
+
+
+def count_tokens(tokenizer, texts: list[str]) -> list[int]:
+    """Completion lengths: tokens of each text without special tokens (BOS etc.)."""
+    return [len(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+
+
+def _harness_level(v, where: str):
+    if v is None or (isinstance(v, str) and v.strip() in ("", "None")):
+        return None
+    if _is_int(v):
+        return v
+    if isinstance(v, str):
+        text = v.strip()
+        if text.lower().startswith("level"):
+            text = text[5:].strip()
+        if text.isdigit():
+            return int(text)
+    raise UserError(f"got {v!r}; expected an integer, 'Level N' or null", where=where, field="level")
+
+
+#: Record fields that hold a problem's subject, by benchmark (MATH, Minerva, OlympiadBench).
+SUBJECT_FIELDS = ("subject", "type", "subfield")
+
+
+def _check_harness_record(rec, where: str) -> dict:
+    """Validate one line of the Qwen2.5-Math evaluation output; keep texts only for counting."""
+    if not isinstance(rec, dict):
+        raise UserError("expected a JSON object per line", where=where)
+    idx = rec.get("idx")
+    if not ((_is_int(idx) and idx >= 0) or (isinstance(idx, str) and idx)):
+        raise UserError(f"got {idx!r}; expected a non-negative integer or a non-empty string",
+                        where=where, field="idx")
+    question = rec.get("question")
+    if not isinstance(question, str):
+        raise UserError(f"got {type(question).__name__}; expected the problem text (a string)",
+                        where=where, field="question")
+    code = rec.get("code")
+    if not isinstance(code, list) or not code:
+        raise UserError("expected a non-empty list of completions", where=where, field="code")
+    for k, c in enumerate(code):
+        if not isinstance(c, str):
+            raise UserError(f"got {type(c).__name__}; expected a completion text", where=where,
+                            field=f"code[{k}]")
+    score = rec.get("score")
+    if not isinstance(score, list) or len(score) != len(code):
+        n = len(score) if isinstance(score, list) else type(score).__name__
+        raise UserError(f"got {n}; expected a list of {len(code)} true/false (one per completion)",
+                        where=where, field="score")
+    for k, s in enumerate(score):
+        if not isinstance(s, bool):
+            raise UserError(f"got {s!r}; expected true or false", where=where, field=f"score[{k}]")
+    subject = next((rec[f] for f in SUBJECT_FIELDS if isinstance(rec.get(f), str) and rec[f]), None)
+    return {"idx": idx, "question": question, "code": code, "score": score,
+            "level": _harness_level(rec.get("level"), where), "subject": subject}
+
+
+def import_qwen_harness(path: str | os.PathLike, name: str, tokenizer, *, dataset: str | None = None,
+                        max_tokens: int | None = None, meta: dict | None = None) -> TraceSet:
+    """Read the Qwen2.5-Math evaluation harness output (JSONL: idx, question, level, code[k],
+    score[k]); count tokens of every completion and of the question with ``tokenizer``.
+
+    ``tokenizer`` is an object with ``encode(text, add_special_tokens=False)`` (a Hugging Face
+    tokenizer, see :func:`load_tokenizer`).  ``dataset`` defaults to the part of the file name
+    after ``__`` (``Model__dataset.jsonl``), else the file name.  With ``max_tokens`` (the
+    recording cap), a completion of that many tokens or more is marked truncated.  Only the
+    counts are kept: no text enters the trace set.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("file not found", where=str(path))
+    if tokenizer is None:
+        raise UserError("the qwen-harness format stores texts: counting their tokens needs "
+                        "--tokenizer HF_NAME (e.g. Qwen/Qwen2.5-Math-7B-Instruct)",
+                        field="--tokenizer")
+    if max_tokens is not None and not (_is_int(max_tokens) and max_tokens > 0):
+        raise UserError(f"got {max_tokens!r}; expected a positive integer", field="--max-tokens")
+    dataset = dataset or (path.stem.split("__", 1)[1] if "__" in path.stem else path.stem)
+    rows: list[dict] = []
+    seen: dict = {}
+    try:
+        with path.open("r", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                where = f"{path}:{lineno}"
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"not valid JSON ({exc.msg}); the file may be truncated or "
+                                    "corrupt", where=where) from None
+                rec = _check_harness_record(rec, where)
+                if rec["idx"] in seen:
+                    raise UserError(f"duplicate idx {rec['idx']!r} (first on line {seen[rec['idx']]})",
+                                    where=where, field="idx")
+                seen[rec["idx"]] = lineno
+                rows.append(rec)
+    except UnicodeDecodeError:
+        raise UserError("not UTF-8 text; expected JSON lines", where=str(path)) from None
+    if not rows:
+        raise UserError("no queries in file", where=str(path))
+    # every line is valid: only now count tokens (the slow part), texts dropped right after
+    records = []
+    for rec in rows:
+        lengths = count_tokens(tokenizer, rec["code"])
+        records.append({
+            "query_id": f"{dataset}/{rec['idx']}",
+            "dataset": dataset,
+            "level": rec["level"],
+            "subject": rec["subject"],
+            "prompt_tokens": count_tokens(tokenizer, [rec["question"]])[0],
+            "max_tokens": max_tokens,
+            "samples": [{"tokens": n, "correct": s,
+                         "truncated": max_tokens is not None and n >= max_tokens}
+                        for n, s in zip(lengths, rec["score"])],
+        })
+    info = {"format": "qwen-harness", "source_file": path.name,
+            "tokens": f"completion tokens counted with {getattr(tokenizer, 'name_or_path', None) or type(tokenizer).__name__}; "
+                      "prompt tokens = the question text alone (no chat template)"}
+    info.update(meta or {})
+    return TraceSet.from_records(name, info, records)
+
+
+#: ``clearsim traces import`` formats.  The collector's own output is imported by
+#: ``clearsim traces collect`` (traces/collect/), which writes trace sets directly.
+FORMATS = ("generations", "qwen-harness")

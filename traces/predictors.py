@@ -7,8 +7,16 @@
   took, which is what a length predictor could learn; the recording cap for truncated samples)
   and applies the same noise.  So ``noisy`` does not know which queries are hopeless.
 
-Noise is drawn from the run's random stream once per arrival, so every policy of a run sees the
-same predictions.
+* ``prior``: the mean log tau per (dataset, level) of the training sets ``train`` (default the
+  in-distribution GSM8K and MATH sets, as in the paper); see :mod:`traces.tau_models`.
+* ``learned``: ridge regression on the features a server has before generation (dataset,
+  level, subject, prompt tokens), trained on ``train``; see :mod:`traces.tau_models`.
+
+Noise is drawn from the run's random stream once per arrival (for every kind, so the stream is
+the same whatever the kind), and predictions are made once per arrival, so every policy of a
+run sees the same predictions.  The truth the predictors aim at (and ``oracle`` returns) is
+``tau_of(trace set)``: the empirical threshold by default, the fitted one when a scenario draws
+outcomes from fitted curves; ``prior`` and ``learned`` are trained on the same definition.
 """
 
 from __future__ import annotations
@@ -19,9 +27,20 @@ from sim.spec import Field, non_negative
 from traces.curves import true_tau
 from traces.schema import TraceSet
 
+def _train_sets(v) -> str | None:
+    if not v or not all(isinstance(s, str) and s for s in v):
+        return "expected a non-empty list of trace set names (see 'clearsim traces list')"
+    return None
+
+
 PREDICTOR_SPEC = {
-    "kind": Field((str,), "oracle", "which predictor policies see", choices=("oracle", "noisy")),
+    "kind": Field((str,), "oracle", "which predictor policies see",
+                  choices=("oracle", "noisy", "prior", "learned")),
     "sigma": Field((float,), 0.0, "lognormal noise of 'noisy' (std of log tau)", check=non_negative),
+    "train": Field((list,), None, "training trace sets of 'prior' and 'learned' (null = "
+                   "gpt-4_gsm8k_t0.7_k6, qwen25-math-instruct_math100_t0.7_k8: in distribution)",
+                   nullable=True, check=_train_sets),
+    "ridge": Field((float,), 1.0, "L2 penalty of 'learned' (per training query)", check=non_negative),
 }
 
 
@@ -30,11 +49,26 @@ def longest_sample(ts: TraceSet) -> np.ndarray:
     return np.maximum.reduceat(ts.sample_tokens, ts.offsets[:-1]).astype(float)
 
 
-def predict_tau(ts: TraceSet, query: np.ndarray, spec: dict, rng: np.random.Generator) -> np.ndarray:
+def train_predictor(spec: dict, tau_of=true_tau, where: str | None = None):
+    """The trained ``prior`` or ``learned`` model of a predictor spec (training sets by name)."""
+    from traces.registry import load_trace_set
+    from traces.tau_models import DEFAULT_TRAIN, train
+
+    names = spec.get("train") or list(DEFAULT_TRAIN)
+    parts = [load_trace_set(n, where=where, field="predictor.train") for n in names]
+    ts = TraceSet.concat("+".join(p.name for p in parts), parts)
+    return train(spec["kind"], ts, tau_of(ts), ridge=spec.get("ridge", 1.0))
+
+
+def predict_tau(ts: TraceSet, query: np.ndarray, spec: dict, rng: np.random.Generator,
+                tau_of=true_tau, where: str | None = None) -> np.ndarray:
     """Predicted tau for each arrival (``query`` indexes ``ts``)."""
-    tau = true_tau(ts)[query]
+    tau = tau_of(ts)[query]
     z = rng.standard_normal(len(query))  # drawn for every kind: same stream, same arrivals
-    if spec["kind"] == "oracle":
+    kind = spec["kind"]
+    if kind == "oracle":
         return tau
+    if kind in ("prior", "learned"):
+        return np.exp(train_predictor(spec, tau_of, where).predict_log(ts, query))
     base = np.where(np.isfinite(tau), tau, longest_sample(ts)[query])
     return base * np.exp(spec["sigma"] * z)
