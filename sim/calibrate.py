@@ -1,0 +1,275 @@
+"""Calibration against a recorded vLLM run: replay its exact arrivals and lengths through the
+engine with the run's flags, fit the linear step model, and compare latencies.
+
+A run folder has the layout of ``shared/data/serving/vllm_runs/*`` (LLMServingSim's bench):
+``requests.jsonl`` (per request: input/output tokens, ``queued_ts`` when the engine got it,
+``scheduled_ts``, ``first_token_ts``, ``last_token_ts``), ``timeseries.csv`` (running, waiting,
+prompt and generation throughput per second) and ``meta.json`` (engine flags, KV blocks when
+recorded).  Latencies use that bench's definitions: TTFT and E2E from ``queued_ts``, TPOT =
+(last - first) / (output tokens - 1).
+
+The fit has two stages:
+
+1. A per-second regression on ``timeseries.csv`` (each busy second is ``c0 * steps + c1 *
+   prompt tokens + c2 * generated tokens``, with steps ~ generated / running), NNLS: a physical
+   starting point.
+2. Nelder-Mead on ``log(c0, c1, c2)`` minimising the squared log errors of the simulated TTFT,
+   TPOT and E2E (mean and median, E2E p90) against the recording, each candidate being a full
+   replay through the engine: the coefficients that make *this engine* reproduce the run (the
+   way BLIS fits its blackbox coefficients against real measurements).
+
+The result is in-sample by construction; :func:`cross_check` applies one run's fit to another
+run of the same GPU and model to say how well it transfers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import simpy
+from scipy.optimize import minimize, nnls
+
+from sim.engine import EngineConfig, Recorder, Replica, Router
+from sim.errors import UserError
+from sim.stepmodels import LinearStepModel
+
+METRICS = ("ttft", "tpot", "e2e")
+STATS = ("mean", "median", "p90")
+#: What the fit matches (metric, statistic): the calibration target and its neighbours.
+FIT_ON = (("ttft", "mean"), ("ttft", "median"), ("tpot", "mean"), ("tpot", "median"),
+          ("e2e", "mean"), ("e2e", "median"), ("e2e", "p90"))
+
+
+@dataclass
+class RecordedRun:
+    name: str
+    arrival_s: np.ndarray  # queued_ts from the first request
+    prompt: np.ndarray
+    output: np.ndarray
+    ttft_s: np.ndarray
+    tpot_s: np.ndarray
+    e2e_s: np.ndarray
+    flags: dict  # max_num_seqs, max_num_batched_tokens, replicas, kv_blocks, block_size, ...
+    timeseries: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _tpot(first, last, out):
+    return np.where(out >= 2, (last - first) / np.maximum(out - 1, 1), np.nan)
+
+
+def load_run(run_dir: str | Path, kv_blocks: int | None = None) -> RecordedRun:
+    """Read a recorded vLLM run folder (requests.jsonl, meta.json, optional timeseries.csv).
+
+    ``kv_blocks`` supplies the KV cache size when meta.json does not record it (e.g. from
+    another run on the same GPU, model and vLLM version); otherwise the cache is unlimited.
+    """
+    d = Path(run_dir)
+    req, meta_p = d / "requests.jsonl", d / "meta.json"
+    if not req.is_file() or not meta_p.is_file():
+        raise UserError("not a recorded vLLM run: expected requests.jsonl and meta.json "
+                        "(the layout of shared/data/serving/vllm_runs/*)", where=str(d))
+    try:
+        rows = [json.loads(line) for line in req.read_text(encoding="utf-8").splitlines() if line.strip()]
+        meta = json.loads(meta_p.read_text(encoding="utf-8"))
+        df = pd.DataFrame(rows)
+        q = df["queued_ts"].to_numpy(float)
+        first = df["first_token_ts"].to_numpy(float)
+        last = df["last_token_ts"].to_numpy(float)
+        out = df["output_toks"].to_numpy(np.int64)
+        prompt = df["input_toks"].to_numpy(np.int64)
+        kw = meta.get("engine_kwargs", {})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"cannot read the run ({exc.__class__.__name__}: {exc})", where=str(d)) from None
+    if len(df) == 0:
+        raise UserError("requests.jsonl has no requests", where=str(req))
+    order = np.argsort(q, kind="stable")
+    q, first, last, out, prompt = q[order], first[order], last[order], out[order], prompt[order]
+    notes = []
+    kv = (meta.get("kv_cache") or {}).get("num_gpu_blocks")
+    block = (meta.get("kv_cache") or {}).get("block_size") or 16
+    if kv is None and kv_blocks:
+        kv = kv_blocks
+        notes.append(f"KV cache size not recorded: {kv_blocks} blocks given by the caller")
+    elif kv is None:
+        notes.append("KV cache size not recorded: simulated as unlimited")
+    flags = {
+        "max_num_seqs": int(kw.get("max_num_seqs") or 256),
+        "max_num_batched_tokens": int(kw.get("max_num_batched_tokens") or 8192),
+        "replicas": int(kw.get("data_parallel_size") or 1),
+        "tensor_parallel_size": int(kw.get("tensor_parallel_size") or 1),
+        "kv_blocks": int(kv) if kv else None,
+        "block_size": int(block),
+        "model": meta.get("model"),
+        "vllm_version": meta.get("vllm_version"),
+        "gpu": (meta.get("hardware") or {}).get("device_name"),
+    }
+    ts = None
+    if (d / "timeseries.csv").is_file():
+        try:
+            ts = pd.read_csv(d / "timeseries.csv")
+        except (OSError, ValueError):
+            ts = None
+    return RecordedRun(d.name, q - q[0], prompt, out, first - q, _tpot(first, last, out), last - q,
+                       flags, ts, notes)
+
+
+def engine_for(run: RecordedRun, step: LinearStepModel, kv_blocks: int | None = "run") -> EngineConfig:
+    return EngineConfig(
+        step=step,
+        max_num_seqs=run.flags["max_num_seqs"],
+        max_num_batched_tokens=run.flags["max_num_batched_tokens"],
+        replicas=run.flags["replicas"],
+        routing="least-loaded",
+        kv_blocks=run.flags["kv_blocks"] if kv_blocks == "run" else kv_blocks,
+        block_size=run.flags["block_size"],
+    )
+
+
+def replay(run: RecordedRun, cfg: EngineConfig) -> dict[str, np.ndarray]:
+    """Simulated (ttft, tpot, e2e) seconds of every request of ``run`` through engine ``cfg``."""
+    env = simpy.Environment()
+    n = len(run.arrival_s)
+    rec = Recorder(n)
+    reps = [Replica(env, cfg, run.prompt, run.output, rec, r) for r in range(cfg.replicas)]
+    router = Router(reps, cfg.routing)
+    arr = run.arrival_s
+
+    def feeder():
+        i = 0
+        while i < n:
+            if arr[i] > env.now:
+                yield env.timeout(arr[i] - env.now)
+            j = int(np.searchsorted(arr, env.now, side="right"))
+            router.dispatch(np.arange(i, j, dtype=np.int64))
+            i = j
+
+    env.process(feeder())
+    env.run()
+    return {"ttft": rec.first_token_s - arr, "tpot": _tpot(rec.first_token_s, rec.finish_s, run.output),
+            "e2e": rec.finish_s - arr, "preemptions": rec.preemptions}
+
+
+def stats(x: np.ndarray) -> dict[str, float]:
+    x = x[np.isfinite(x)]
+    return {"mean": float(x.mean()), "median": float(np.median(x)), "p90": float(np.percentile(x, 90))}
+
+
+def real_stats(run: RecordedRun) -> dict[str, dict[str, float]]:
+    return {"ttft": stats(run.ttft_s), "tpot": stats(run.tpot_s), "e2e": stats(run.e2e_s)}
+
+
+def initial_fit(run: RecordedRun) -> LinearStepModel:
+    """Stage 1: NNLS on the per-second time series (or a generic guess without one)."""
+    ts = run.timeseries
+    if ts is not None and {"prompt_throughput", "gen_throughput", "running"} <= set(ts.columns):
+        busy = ts[(ts["running"] > 0) & (ts["gen_throughput"] > 0)]
+        if len(busy) >= 5:
+            # Data-parallel engines step side by side: each gets 1/R of the tokens.
+            r = run.flags["replicas"]
+            steps = busy["gen_throughput"] / busy["running"]
+            A = np.column_stack([steps, busy["prompt_throughput"] / r, busy["gen_throughput"] / r])
+            coef, _ = nnls(A, np.ones(len(busy)))
+            if coef[0] > 0:
+                return LinearStepModel(c0_s=coef[0], c1_s=max(coef[1], 1e-6), c2_s=max(coef[2], 1e-6))
+    return LinearStepModel(c0_s=0.01, c1_s=50e-6, c2_s=150e-6)
+
+
+def _loss(sim: dict, real: dict) -> float:
+    err = [np.log(stats(sim[m])[s] / real[m][s]) for m, s in FIT_ON]
+    return float(np.sum(np.square(err)))
+
+
+def fit(run: RecordedRun, start: LinearStepModel | None = None, max_evals: int = 160) -> LinearStepModel:
+    """Stage 2: the step coefficients whose replay best reproduces the recorded latencies."""
+    start = start or initial_fit(run)
+    real = real_stats(run)
+    x0 = np.log([start.c0_s, start.c1_s, start.c2_s])
+
+    def objective(x):
+        c = np.exp(x)
+        sim = replay(run, engine_for(run, LinearStepModel(c[0], c[1], c[2])))
+        return _loss(sim, real)
+
+    res = minimize(objective, x0, method="Nelder-Mead",
+                   options={"maxfev": max_evals, "xatol": 0.01, "fatol": 1e-4,
+                            "initial_simplex": x0 + np.vstack([np.zeros(3), 0.3 * np.eye(3)])})
+    c = np.exp(res.x)
+    return LinearStepModel(float(c[0]), float(c[1]), float(c[2]))
+
+
+def compare(run: RecordedRun, step: LinearStepModel) -> dict:
+    """Simulated vs real TTFT, TPOT, E2E (mean, median, p90) in ms, with relative errors."""
+    sim_raw = replay(run, engine_for(run, step))
+    sim = {m: stats(sim_raw[m]) for m in METRICS}
+    real = real_stats(run)
+    rows = []
+    for m in METRICS:
+        for s in STATS:
+            r, v = real[m][s] * 1000, sim[m][s] * 1000
+            rows.append({"metric": m, "stat": s, "real_ms": r, "sim_ms": v, "error": (v - r) / r})
+    return {"rows": rows, "preemptions": int(sim_raw["preemptions"].sum())}
+
+
+def calibrate(run_dir: str | Path, *, kv_blocks: int | None = None, max_evals: int = 160) -> dict:
+    """``clearsim calibrate RUN_DIR``: fit the linear step model to a recorded vLLM run and
+    compare the replay with the recording.  Returns a JSON-ready dict."""
+    run = load_run(run_dir, kv_blocks)
+    start = initial_fit(run)
+    step = fit(run, start, max_evals=max_evals)
+    cmp = compare(run, step)
+    err = {(r["metric"], r["stat"]): r["error"] for r in cmp["rows"]}
+    return {
+        "run": run.name,
+        "flags": run.flags,
+        "notes": run.notes,
+        "requests": len(run.arrival_s),
+        "initial": _coeffs(start),
+        "fitted": _coeffs(step),
+        "rows": cmp["rows"],
+        "preemptions": cmp["preemptions"],
+        "target": {"e2e_median_error": err[("e2e", "median")], "tpot_mean_error": err[("tpot", "mean")],
+                   "within_15pct": bool(abs(err[("e2e", "median")]) <= 0.15
+                                        and abs(err[("tpot", "mean")]) <= 0.15)},
+    }
+
+
+def cross_check(fit_dir: str | Path, test_dir: str | Path, *, max_evals: int = 160,
+                test_kv_blocks: int | None = None) -> dict:
+    """Fit on one run, replay another with those coefficients (out-of-sample check)."""
+    step = fit(load_run(fit_dir), max_evals=max_evals)
+    test = load_run(test_dir, test_kv_blocks)
+    return {"fit_on": Path(fit_dir).name, "test_on": test.name, "fitted": _coeffs(step),
+            **compare(test, step)}
+
+
+def _coeffs(step: LinearStepModel) -> dict[str, float]:
+    return {"c0_us": step.c0_s * 1e6, "c1_us": step.c1_s * 1e6, "c2_us": step.c2_s * 1e6}
+
+
+def format_report(res: dict) -> str:
+    """The table ``clearsim calibrate`` prints."""
+    f = res["fitted"]
+    lines = [f"run {res['run']}: {res['requests']} requests, max_num_seqs {res['flags']['max_num_seqs']}, "
+             f"max_num_batched_tokens {res['flags']['max_num_batched_tokens']}, replicas "
+             f"{res['flags']['replicas']}, KV blocks {res['flags']['kv_blocks'] or 'unlimited'}"]
+    lines += [f"note: {n}" for n in res["notes"]]
+    lines.append(f"fitted step model: c0 {f['c0_us'] / 1000:.2f} ms + c1 {f['c1_us']:.1f} us/prefill "
+                 f"token + c2 {f['c2_us']:.1f} us/decoding seq   (simulated preemptions: "
+                 f"{res['preemptions']})")
+    lines.append(f"{'metric':8s} {'stat':6s} {'real ms':>10s} {'sim ms':>10s} {'error':>8s}")
+    for r in res["rows"]:
+        lines.append(f"{r['metric']:8s} {r['stat']:6s} {r['real_ms']:10.1f} {r['sim_ms']:10.1f} "
+                     f"{r['error']:+8.1%}")
+    t = res["target"]
+    lines.append(f"target (median E2E and mean TPOT within 15%): "
+                 f"{'met' if t['within_15pct'] else 'NOT met'} "
+                 f"({t['e2e_median_error']:+.1%}, {t['tpot_mean_error']:+.1%})")
+    return "\n".join(lines)
+
+
+__all__ = ["calibrate", "compare", "cross_check", "fit", "format_report", "load_run", "replay"]
