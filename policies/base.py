@@ -32,6 +32,9 @@ class Timing:
     kind: str  # "immediate" | "window" | "batch"
     window_s: float | None = None
     batch_size: int | None = None  # None with kind="batch": the whole run
+    #: kind="window" only: also close the window at its ``every_k``-th arrival (whichever of
+    #: the W-second boundary and the k-th arrival comes first); window_s None = every k only.
+    every_k: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,15 @@ class RunContext:
     target_tokens_per_query: float
     fitted_beta: float
     n_queries: int
+    #: Set when the scenario's budget is a token rate (``budget_utilisation``): tokens per
+    #: second the engine may spend; decision groups then get ``token_rate`` x elapsed time.
+    token_rate: float | None = None
+    #: The true accuracy curves (:class:`TrueCurves`), given only to policies that declare
+    #: ``sees_true_curves`` (the ``oracle`` bound); None for every other policy.
+    true_curves: object | None = None
+    #: A training split of the traces with the scenario's predictor applied
+    #: (:class:`policies.training.TrainingSplit`), for policies declaring ``needs_training``.
+    training: object | None = None
 
 
 class Policy(ABC):
@@ -73,6 +85,12 @@ class Policy(ABC):
         self.ctx = ctx
         self.label = label or self.name  # how results name it (scenarios may run one twice)
 
+    @classmethod
+    def check_params(cls, params: dict) -> str | None:
+        """Checks across parameters (each one alone is checked by PARAMS); an error text or
+        None.  Called when a scenario is validated."""
+        return None
+
     @property
     @abstractmethod
     def timing(self) -> Timing: ...
@@ -82,6 +100,10 @@ class Policy(ABC):
 
     #: Set True in policies that learn from completions (they then get ``on_finished`` calls).
     wants_feedback: ClassVar[bool] = False
+    #: Only the ``oracle`` bound sets this: the runner then puts the true curves in its context.
+    sees_true_curves: ClassVar[bool] = False
+    #: Policies tuned on a training split of the traces (``binned``) set this.
+    needs_training: ClassVar[bool] = False
 
     def on_finished(self, budgets: np.ndarray, tokens_generated: np.ndarray, now: float) -> None:
         """Requests finished at ``now`` with these caps and generated lengths (what a server

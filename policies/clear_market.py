@@ -20,8 +20,13 @@ Tokens left over by the last abandonment jump (the clearing price is where deman
 to the budget, usually by abandoning one more query, so up to one query's demand stays unspent)
 are handled by ``leftover``: ``next-in-line`` hands them to the cheapest abandoned query when
 they cover at least its predicted threshold (it gets ``min(leftover, tau + x*, b_max)``);
-``none`` leaves them unspent.  Budgets are whole tokens (floored), so the sum never exceeds the
-budget.
+``spread`` (the default) does that, then raises every funded cap by the same whole number of
+tokens (up to ``b_max``) until fewer tokens than funded queries remain; ``none`` leaves them
+unspent.  ``spread`` matters when the budget is ample: at price 0 every solvable query sits at
+its utility peak ``tau + 1/beta`` and the rest of the budget would go unused, although a larger
+cap never lowers real accuracy (it only truncates less).  Budgets are whole tokens (floored), and the price is the smallest
+whose *whole-token* demand fits (:meth:`ClearMarket.clearing_w_whole`), so the sum never exceeds
+the budget and flooring does not leave tokens unspent.
 """
 
 from __future__ import annotations
@@ -99,6 +104,36 @@ class ClearMarket:
                 lo = mid
         return hi
 
+    def whole_demand(self, w: float) -> int:
+        """Total whole-token demand at price w: sum of floor(tau + x*) plus capped b_max's.
+        O(funded queries) (a floor per funded query), so it is only used near the price."""
+        n1, _, n2, xs = self._counts(w)
+        return int(np.floor(self.sorted[:n1] + xs).sum()) + n2 * int(math.floor(self.b_max))
+
+    def clearing_w_whole(self, budget: float) -> float:
+        """Smallest w whose *whole-token* demand fits the budget.
+
+        Flooring loses up to one token per funded query, so clearing the real-valued demand
+        leaves up to that many tokens unspent (0.1% of a 10^6-query budget).  The whole-token
+        demand is monotone in w too and lies between D(w) - N and D(w) (N = queries that can
+        be funded), so the answer lies between the real clearing prices for budget + N and
+        for budget: bisection there, with the exact floored sum over the funded prefix."""
+        hi = self.clearing_w(budget)
+        if hi <= 0.0:
+            return hi
+        lo = self.clearing_w(budget + len(self.sorted))
+        if self.whole_demand(lo) <= budget:
+            return lo  # below lo even the real demand minus N exceeds the budget
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if mid <= lo or mid >= hi:
+                break
+            if self.whole_demand(mid) <= budget:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
     def budgets_at(self, w: float) -> np.ndarray:
         """Whole-token budgets at price w: tau + x* (floored), b_max when capped, 0 abandoned."""
         xs, cut, unc_hi, cap_hi = self._bounds(w)
@@ -111,14 +146,14 @@ class ClearMarket:
         b[capped] = int(self.b_max)
         return b
 
-    def allocate(self, budget: float, leftover: str = "next-in-line") -> ClearResult:
+    def allocate(self, budget: float, leftover: str = "spread") -> ClearResult:
         """Clear the market for ``budget`` tokens and hand out the leftover (module doc)."""
-        w = self.clearing_w(budget)
+        w = self.clearing_w_whole(budget)
         xs, cut, _, _ = self._bounds(w)
         tau = self.tau
         b = self.budgets_at(w)
         spare = int(math.floor(budget)) - int(b.sum())
-        if leftover == "next-in-line" and spare > 0:
+        if leftover in ("next-in-line", "spread") and spare > 0:
             cand = np.flatnonzero((b == 0) & np.isfinite(tau) & (tau < self.b_max))
             if len(cand):
                 j = cand[np.argmin(tau[cand])]
@@ -126,9 +161,24 @@ class ClearMarket:
                     give = min(spare, math.floor(tau[j] + xs), int(self.b_max))
                     b[j] = give
                     spare -= give
+        if leftover == "spread" and spare > 0:
+            spare = spread_evenly(b, spare, int(self.b_max))
         return ClearResult(
             budgets=b, w=w, price=w * math.exp(w - 1.0), slack=xs, cutoff=cut, leftover=spare
         )
+
+
+def spread_evenly(b: np.ndarray, spare: int, b_max: int) -> int:
+    """Raise the funded caps (b > 0) in place by equal whole-token amounts, none above b_max
+    (water-filling); return the tokens still spare (fewer than the queries below the cap)."""
+    while spare > 0:
+        open_ = np.flatnonzero((b > 0) & (b < b_max))
+        if len(open_) == 0 or spare < len(open_):
+            break
+        add = min(spare // len(open_), int((b_max - b[open_]).min()))
+        b[open_] += add
+        spare -= add * len(open_)
+    return spare
 
 
 def w_of_price(price_over_alpha: float) -> float:
@@ -137,7 +187,7 @@ def w_of_price(price_over_alpha: float) -> float:
 
 
 def clear_allocate(
-    tau: np.ndarray, budget: float, beta: float, b_max: float = 4096, leftover: str = "next-in-line"
+    tau: np.ndarray, budget: float, beta: float, b_max: float = 4096, leftover: str = "spread"
 ) -> ClearResult:
     """Allocate ``budget`` tokens over queries with predicted thresholds ``tau`` (CLEAR)."""
     return ClearMarket(tau, beta, b_max).allocate(budget, leftover)

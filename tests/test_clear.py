@@ -80,7 +80,7 @@ taus = st.lists(
 
 @settings(max_examples=200, deadline=None)
 @given(tau=taus, budget=st.floats(0, 2e5), beta=st.floats(1e-4, 0.1), b_max=st.integers(16, 8192),
-       leftover=st.sampled_from(["next-in-line", "none"]))
+       leftover=st.sampled_from(["spread", "next-in-line", "none"]))
 def test_budget_never_exceeded_and_budgets_are_whole_non_negative(tau, budget, beta, b_max, leftover):
     res = clear_allocate(np.array(tau), budget, beta, b_max, leftover)
     b = res.budgets
