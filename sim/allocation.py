@@ -3,11 +3,16 @@
 The policy's :class:`~policies.base.Timing` splits the arrival stream into decision groups:
 
 * ``immediate``: each query alone, at its arrival.
-* ``window``: queries arriving in ``[k W, (k+1) W)`` are decided together at ``(k+1) W``.
+* ``window``: queries arriving in ``[k W, (k+1) W)`` are decided together at ``(k+1) W``;
+  with ``every_k`` a window also closes at its k-th arrival (decided then), and with
+  ``window_s`` None only every k arrivals close a group (the last, partial group at its last
+  arrival).
 * ``batch``: every ``batch_size`` consecutive arrivals (``None``: all of them) are decided at
   the arrival of the group's last query.
 
-At its decision time a group's budget is the target mean tokens per query times its size; the
+At its decision time a group's budget is the target mean tokens per query times its size (or,
+when the scenario gives the budget as a token rate, that rate times the time elapsed since the
+previous decision, for window and batch timings: bursts then get fewer tokens per query); the
 policy sees a :class:`~policies.base.QueryView` of the group and returns caps.  Queries with a
 cap of 0 are abandoned there (no generation); the others are dispatched to the replicas.  The
 time a query spends waiting for its decision is latency, like any queueing.
@@ -32,6 +37,8 @@ def decision_groups(timing: Timing, arrival_s: np.ndarray) -> list[tuple[float, 
         return []
     if timing.kind == "immediate":
         return [(float(t), np.array([i])) for i, t in enumerate(arrival_s)]
+    if timing.kind == "window" and timing.every_k is not None:
+        return _window_or_k_groups(timing.window_s, timing.every_k, arrival_s)
     if timing.kind == "window":
         w = timing.window_s
         k = np.floor(arrival_s / w).astype(np.int64)
@@ -42,6 +49,23 @@ def decision_groups(timing: Timing, arrival_s: np.ndarray) -> list[tuple[float, 
         groups = [np.arange(s, min(s + size, n)) for s in range(0, n, size)]
         return [(float(arrival_s[g[-1]]), g) for g in groups]
     raise ValueError(f"unknown timing {timing.kind!r}")
+
+
+def _window_or_k_groups(w: float | None, k: int, arrival_s: np.ndarray):
+    """Windows on the W grid, each also closed at its k-th arrival (W None: every k only)."""
+    n = len(arrival_s)
+    if w is None:
+        groups = [np.arange(s, min(s + k, n)) for s in range(0, n, k)]
+        return [(float(arrival_s[g[-1]]), g) for g in groups]
+    out, start = [], 0
+    while start < n:
+        end_t = (np.floor(arrival_s[start] / w) + 1) * w  # the grid boundary of its window
+        stop = min(int(np.searchsorted(arrival_s, end_t, side="left")), start + k)
+        g = np.arange(start, stop)
+        t = float(arrival_s[g[-1]]) if len(g) == k else float(end_t)
+        out.append((t, g))
+        start = stop
+    return out
 
 
 @dataclass
@@ -69,10 +93,15 @@ def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, tar
     if policy.wants_feedback:
         rec.listeners.append(
             lambda idx, now: policy.on_finished(out.budget[idx], gen_tokens[idx], now))
-    for t, idx in decision_groups(policy.timing, wl.arrival_s):
+    timing = policy.timing
+    rate = policy.ctx.token_rate if timing.kind != "immediate" else None
+    last = 0.0
+    for t, idx in decision_groups(timing, wl.arrival_s):
         if t > env.now:
             yield env.timeout(t - env.now)
-        alloc = policy.allocate(wl.view(idx), target * len(idx))
+        budget = target * len(idx) if rate is None else rate * (env.now - last)
+        last = env.now
+        alloc = policy.allocate(wl.view(idx), budget)
         caps = np.asarray(alloc.budgets, dtype=np.int64)
         if caps.shape != idx.shape or (caps < 0).any():
             raise RuntimeError(f"policy {policy.name} returned invalid budgets")

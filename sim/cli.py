@@ -11,11 +11,12 @@ import importlib
 import sys
 
 from sim import __version__
+from sim.cli_args import non_negative_int, positive_float, positive_int
 from sim.errors import UserError
 
 
 #: Modules that add their own subcommands: each has ``register(subparsers)``.
-COMMAND_MODULES = ["traces.cli"]
+COMMAND_MODULES = ["traces.cli", "sim.experiment_cli", "sim.calibrate_cli"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,36 +26,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _positive(kind):
-    def conv(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-        return v
-    return conv
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return v
-
-
 def cmd_run(args) -> int:
     from sim.runner import run
+    from sim.sweep import parse_overrides
 
     result = run(args.scenario, out=args.out, seed=args.seed, policies=args.policies,
-                 budget=args.budget, rate=args.rate, queries=args.queries)
+                 budget=args.budget, rate=args.rate, queries=args.queries,
+                 overrides=parse_overrides(args.overrides), report=not args.no_report)
     sc = result.scenario
-    print(f"scenario {sc['name']}: {sc['arrivals']['queries']} queries at "
-          f"{sc['arrivals']['rate']:g}/s, budget {sc['budget']:g} tokens/query, seed {sc['seed']}")
+    arr = sc["arrivals"]
+    rate = f"{arr['rate']:g}/s" if arr.get("rate") else f"{arr['process']} ({arr.get('trace') or 'schedule'})"
+    print(f"scenario {sc['name']}: {arr['queries']} queries at "
+          f"{rate}, budget {sc['budget']:g} tokens/query, seed {sc['seed']}")
     print(result.table())
     print(f"wrote {result.out_dir}")
     return 0
@@ -65,7 +48,9 @@ def cmd_validate(args) -> int:
     from sim.scenario import load_scenario, resolve_scenario_path
     from sim.workload import mix_weights
 
-    sc = load_scenario(args.scenario)
+    from sim.sweep import parse_overrides
+
+    sc = load_scenario(args.scenario, parse_overrides(args.overrides))
     where = str(resolve_scenario_path(args.scenario))
     mix_weights(load_traces(sc, where), sc["traces"]["mix"], where)
     print(f"{where}: ok ({len(sc['policies'])} policies, {sc['arrivals']['queries']} queries)")
@@ -77,12 +62,16 @@ def cmd_scenarios(args) -> int:
 
     for name in shipped_scenarios():
         print(f"{name:24s} {load_scenario(name)['description']}")
+    from sim.experiment_cli import print_shipped_experiments
+
+    print_shipped_experiments()
     if args.fields:
         print("\nScenario fields:\n" + describe_fields())
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sim.experiment_cli import add_set_option
     from sim.scenario import describe_fields
 
     ap = Parser(prog="clearsim", description="Simulate serving LLM reasoning under a token budget: "
@@ -103,21 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", default=None,
                    help="run folder to create (default: runs/<scenario>-<timestamp>/); must not "
                    "exist or be empty")
-    p.add_argument("--seed", type=_non_negative_int, default=None,
+    p.add_argument("--seed", type=non_negative_int, default=None,
                    help="random seed (overrides the scenario's); same seed, same bytes out")
     p.add_argument("--policies", metavar="A,B", default=None,
                    help="comma-separated policy names or labels to run (default: the scenario's); "
                    "names not in the scenario run with default parameters")
-    p.add_argument("--budget", metavar="TOKENS", type=_positive(float), default=None,
+    p.add_argument("--budget", metavar="TOKENS", type=positive_float, default=None,
                    help="target mean tokens per query (overrides the scenario's budget)")
-    p.add_argument("--rate", metavar="RPS", type=_positive(float), default=None,
+    p.add_argument("--rate", metavar="RPS", type=positive_float, default=None,
                    help="mean arrivals per second (overrides arrivals.rate)")
-    p.add_argument("--queries", metavar="N", type=_positive(int), default=None,
+    p.add_argument("--queries", metavar="N", type=positive_int, default=None,
                    help="number of arriving queries (overrides arrivals.queries)")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    add_set_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a scenario file without running it")
     p.add_argument("scenario", help="shipped scenario name or path to a YAML file")
+    add_set_option(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("scenarios", help="list the shipped scenarios")

@@ -32,8 +32,48 @@ def stats_ms(seconds: np.ndarray) -> dict[str, float | None]:
     return {"mean": float(x.mean()), "median": float(q[0]), "p90": float(q[1]), "p99": float(q[2])}
 
 
-def summarise(q: pd.DataFrame, *, gpu_busy_s: float, replicas: int) -> dict:
-    """One policy's summary from its rows of ``queries.parquet``."""
+def weighted_stats_ms(values: np.ndarray, weights: np.ndarray) -> dict[str, float | None]:
+    """``stats_ms`` of a sample where value i occurs ``weights[i]`` times (weighted quantiles
+    at the same plotting positions as ``np.percentile``'s default when weights are integers)."""
+    v = np.asarray(values, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    ok = np.isfinite(v) & (w > 0)
+    v, w = v[ok] * 1000.0, w[ok]
+    if len(v) == 0:
+        return {k: None for k in STAT_NAMES}
+    order = np.argsort(v, kind="stable")
+    v, w = v[order], w[order]
+    cum = np.cumsum(w)
+    pos = np.array([0.5, 0.9, 0.99]) * (cum[-1] - 1)  # 0-based rank in the expanded sample
+    lo = np.searchsorted(cum, np.floor(pos) + 1, side="left")
+    hi = np.searchsorted(cum, np.minimum(np.floor(pos) + 2, cum[-1]), side="left")
+    frac = pos - np.floor(pos)
+    q = v[lo] + (v[hi] - v[lo]) * frac
+    return {"mean": float(np.sum(v * w) / cum[-1]), "median": float(q[0]), "p90": float(q[1]),
+            "p99": float(q[2])}
+
+
+def goodput(ttft_s: np.ndarray, tpot_s: np.ndarray, e2el_s: np.ndarray, slo: dict | None) -> np.ndarray:
+    """Which served requests meet every limit of ``slo`` (``ttft_ms``, ``tpot_ms``, ``e2el_ms``;
+    None = no limit), as ``vllm bench serve --goodput`` counts them (a 1-token request has no
+    TPOT and passes that limit)."""
+    good = np.isfinite(e2el_s)
+    slo = slo or {}
+    for key, x in (("ttft_ms", ttft_s), ("tpot_ms", tpot_s), ("e2el_ms", e2el_s)):
+        lim = slo.get(key)
+        if lim is not None:
+            good &= ~(x * 1000.0 > lim)  # NaN (no TPOT) passes
+    return good
+
+
+def summarise(q: pd.DataFrame, *, gpu_busy_s: float, replicas: int, slo: dict | None = None) -> dict:
+    """One policy's summary from its rows of ``queries.parquet``.
+
+    ``itl`` is the gap between consecutive tokens of a request; the engine does not keep every
+    token's time, so each request contributes its mean gap (its TPOT) once per gap: the mean is
+    exact, the quantiles treat a request's gaps as equal.  ``request_goodput`` counts served
+    requests per second that meet the scenario's ``slo`` (all served ones with no limits).
+    """
     n = len(q)
     served = ~q["abandoned"].to_numpy()
     arrival = q["arrival_s"].to_numpy()
@@ -48,6 +88,8 @@ def summarise(q: pd.DataFrame, *, gpu_busy_s: float, replicas: int) -> dict:
         np.nan,
     )
     price = q["shadow_price"].to_numpy()
+    first = q["first_token_s"].to_numpy()[served]
+    good = goodput(first - s_arr, tpot, finish[served] - s_arr, slo)
     return {
         "policy": str(q["policy"].iloc[0]) if n else None,
         "n_queries": int(n),
@@ -61,7 +103,10 @@ def summarise(q: pd.DataFrame, *, gpu_busy_s: float, replicas: int) -> dict:
         "e2el_ms": stats_ms(finish[served] - s_arr),
         "ttft_ms": stats_ms(q["first_token_s"].to_numpy()[served] - s_arr),
         "tpot_ms": stats_ms(tpot),
+        "itl_ms": weighted_stats_ms(tpot, np.maximum(gen[served] - 1, 0)),
         "queue_wait_ms": stats_ms(q["scheduled_s"].to_numpy()[served] - s_arr),
+        "request_goodput": float(good.sum() / duration) if duration > 0 else 0.0,
+        "slo_attainment": float(good.mean()) if len(good) else 0.0,
         "request_throughput": float(served.sum() / duration) if duration > 0 else 0.0,
         "output_throughput": float(gen.sum() / duration) if duration > 0 else 0.0,
         "sim_duration_s": duration,

@@ -7,6 +7,7 @@ drawn once), and gets a fresh SimPy environment and fresh replicas.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -23,14 +24,16 @@ import simpy
 import yaml
 
 from policies.base import REGISTRY, RunContext
+from policies.budget import per_query_budget, utilisation_token_rate
+from policies.training import training_split
+from policies.truth import TrueCurves
 from sim.allocation import Decisions, allocation_process
-from sim.engine import EngineConfig, LinearStepModel, Recorder, Replica, Router
+from sim.engine import EngineConfig, Recorder, Replica, Router, sample_timeseries
 from sim.errors import UserError
 from sim.metrics import summarise
-from sim.presets import presets
 from sim.scenario import load_scenario, resolve_scenario_path
 from sim.workload import Workload, build_workload
-from traces.curves import PAPER_BETA, accuracy_at, fit_beta
+from traces.curves import PAPER_BETA, fit_beta
 from traces.registry import load_trace_set
 from traces.schema import TraceSet
 
@@ -41,33 +44,19 @@ class RunResult:
     summary: dict  # {"scenario", "seed", "results": [...]}
     queries: pd.DataFrame  # one row per (policy, query)
     out_dir: Path | None = None
+    #: running / waiting / KV use per (policy, replica), sampled every engine.timeseries_s
+    timeseries: pd.DataFrame | None = None
 
     def table(self) -> str:
         return format_table(self.summary["results"])
 
 
-def engine_config(eng: dict) -> EngineConfig:
-    """The engine section of a resolved scenario, preset values filled in."""
-    pre = presets()[eng["preset"]]
+def engine_config(eng: dict, where: str | None = None) -> EngineConfig:
+    """The engine section of a resolved scenario, preset values filled in
+    (:func:`sim.presets.engine_config`)."""
+    from sim.presets import engine_config as build
 
-    def pick(override, preset_value, scale):
-        return (preset_value if override is None else override) * scale
-
-    step = LinearStepModel(
-        c0_s=pick(None if eng["c0_ms"] is None else eng["c0_ms"] * 1000, pre["c0_us"], 1e-6),
-        c1_s=pick(eng["c1_us"], pre["c1_us"], 1e-6),
-        c2_s=pick(eng["c2_us"], pre["c2_us"], 1e-6),
-    )
-    overhead_us = pre.get("request_overhead_us", 0.0) if eng["request_overhead_ms"] is None \
-        else eng["request_overhead_ms"] * 1000
-    return EngineConfig(
-        step=step,
-        max_num_seqs=eng["max_num_seqs"],
-        max_num_batched_tokens=eng["max_num_batched_tokens"],
-        request_overhead_s=overhead_us * 1e-6,
-        replicas=eng["replicas"],
-        routing=eng["routing"],
-    )
+    return build(eng, where)
 
 
 def load_traces(sc: dict, where: str | None = None) -> TraceSet:
@@ -75,8 +64,10 @@ def load_traces(sc: dict, where: str | None = None) -> TraceSet:
     return TraceSet.concat("+".join(p.name for p in parts), parts)
 
 
-def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float) -> tuple[pd.DataFrame, float]:
-    """One policy against the workload: its rows of queries.parquet and GPU busy seconds."""
+def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float,
+                    timeseries: list | None = None, interval_s: float = 1.0) -> tuple[pd.DataFrame, float]:
+    """One policy against the workload: its rows of queries.parquet and GPU busy seconds
+    (and, if ``timeseries`` is a list, its engine time series appended as a DataFrame)."""
     n = wl.n
     env = simpy.Environment()
     rec = Recorder(n)
@@ -103,13 +94,19 @@ def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float) -> t
         "tokens_needed": needed,
         "tokens_generated": gen,
         "correct": wl.sample_correct & (needed <= budget) & ~abandoned,
-        "expected_accuracy": accuracy_at(wl.traces, wl.query, budget),
+        "expected_accuracy": wl.expected_accuracy(budget),
         "abandoned": abandoned,
         "tau_true": wl.tau_true,
         "tau_pred": wl.tau_pred,
         "shadow_price": dec.shadow_price,
         "replica": rec.replica,
+        "preemptions": rec.preemptions,
     })
+    if timeseries is not None:
+        ts = pd.DataFrame(sample_timeseries(replicas, interval_s))
+        ts.insert(0, "policy", policy.label)
+        ts["kv_use"] = ts["kv_blocks"] / cfg.kv_blocks if cfg.kv_blocks else 0.0
+        timeseries.append(ts)
     return rows, sum(r.busy_s for r in replicas)
 
 
@@ -135,20 +132,29 @@ def simulate(scenario: str | dict = "default", **overrides) -> RunResult:
         predictor=sc["predictor"],
         seed=sc["seed"],
         where=where,
+        spec=sc["traces"],
+        arrivals=sc["arrivals"],
     )
-    cfg = engine_config(sc["engine"])
+    cfg = engine_config(sc["engine"], where)
+    token_rate = None
+    if sc.get("budget_utilisation") is not None:  # budget as a token rate (policies.budget)
+        token_rate = utilisation_token_rate(cfg, sc["budget_utilisation"])
+        sc = {**sc, "budget": per_query_budget(token_rate, wl.arrival_s)}  # caller's dict intact
     ctx = RunContext(
         target_tokens_per_query=sc["budget"],
         fitted_beta=fit_beta(ts) or PAPER_BETA,
         n_queries=wl.n,
+        token_rate=token_rate,
     )
-    frames, results = [], []
+    frames, results, series = [], [], []
     for spec in sc["policies"]:
         params = {k: v for k, v in spec.items() if k not in ("name", "label")}
-        policy = REGISTRY[spec["name"]](params, ctx, spec["label"])
-        rows, busy = simulate_policy(policy, wl, cfg, sc["budget"])
+        policy = REGISTRY[spec["name"]](params, policy_context(REGISTRY[spec["name"]], ctx, wl, sc),
+                                        spec["label"])
+        rows, busy = simulate_policy(policy, wl, cfg, sc["budget"], series,
+                                     sc["engine"]["timeseries_s"])
         frames.append(rows)
-        results.append(summarise(rows, gpu_busy_s=busy, replicas=cfg.replicas))
+        results.append(summarise(rows, gpu_busy_s=busy, replicas=cfg.replicas, slo=sc.get("slo")))
     summary = {
         "scenario": sc["name"],
         "seed": sc["seed"],
@@ -156,7 +162,19 @@ def simulate(scenario: str | dict = "default", **overrides) -> RunResult:
         "fitted_beta": ctx.fitted_beta,
         "results": results,
     }
-    return RunResult(sc, summary, pd.concat(frames, ignore_index=True))
+    return RunResult(sc, summary, pd.concat(frames, ignore_index=True),
+                     timeseries=pd.concat(series, ignore_index=True))
+
+
+def policy_context(cls, ctx: RunContext, wl: Workload, sc: dict) -> RunContext:
+    """The context one policy gets: the true curves only for ``sees_true_curves`` (the oracle
+    bound), a training split only for ``needs_training``; nothing else differs."""
+    extra = {}
+    if cls.sees_true_curves:
+        extra["true_curves"] = TrueCurves(wl.traces, getattr(wl, "curves", None))
+    if cls.needs_training:
+        extra["training"] = training_split(wl.traces, sc["predictor"], sc["seed"])
+    return dataclasses.replace(ctx, **extra) if extra else ctx
 
 
 def _select_policies(raw: list, names: list[str]) -> list:
@@ -171,10 +189,14 @@ def _select_policies(raw: list, names: list[str]) -> list:
 
 def resolve(scenario: str = "default", *, seed: int | None = None, policies=None,
             budget: float | None = None, rate: float | None = None,
-            queries: int | None = None) -> dict:
-    """Load a scenario by name or path and apply the command-line style overrides."""
+            queries: int | None = None, overrides: dict | None = None) -> dict:
+    """Load a scenario by name or path and apply the command-line style overrides.
+
+    ``overrides`` maps dotted keys to values (``{"engine.replicas": 4}``, what ``--set`` gives);
+    the named keyword arguments win over it.
+    """
     path = resolve_scenario_path(scenario)
-    ov: dict[str, object] = {}
+    ov: dict[str, object] = dict(overrides or {})
     if seed is not None:
         ov["seed"] = seed
     if budget is not None:
@@ -202,8 +224,9 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, compression="zstd")
 
 
-def write_run(result: RunResult, out: str | os.PathLike) -> Path:
-    """Write queries.parquet, summary.json and scenario.yaml into ``out``, all or nothing."""
+def write_run(result: RunResult, out: str | os.PathLike, report: bool = True) -> Path:
+    """Write queries.parquet, summary.json, scenario.yaml (and report.html) into ``out``,
+    all or nothing."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError("output folder exists and is not empty; choose another --out or remove it",
@@ -212,8 +235,13 @@ def write_run(result: RunResult, out: str | os.PathLike) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _write_parquet(result.queries, tmp / "queries.parquet")
+        if result.timeseries is not None:
+            _write_parquet(result.timeseries, tmp / "timeseries.parquet")
         (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
         (tmp / "scenario.yaml").write_text(yaml.safe_dump(result.scenario, sort_keys=False))
+        if report:  # inside the temp folder, so the rename below publishes it with the rest
+            from sim.report import write_report
+            write_report(tmp, queries=result.queries, summary=result.summary)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -226,16 +254,20 @@ def write_run(result: RunResult, out: str | os.PathLike) -> Path:
 
 def run(scenario: str = "default", *, out: str | os.PathLike | None = None, seed: int | None = None,
         policies=None, budget: float | None = None, rate: float | None = None,
-        queries: int | None = None) -> RunResult:
+        queries: int | None = None, overrides: dict | None = None, report: bool = True) -> RunResult:
     """``clearsim run``: simulate a scenario and write its run folder.
+
+    ``overrides`` sets any dotted scenario key (``--set engine.replicas=4``); ``report`` also
+    writes the interactive ``report.html`` into the folder.
 
     ``scenario`` is a shipped name (``default``) or a YAML path; the keyword arguments override
     the scenario's seed, policies (names or labels, a list or comma-separated), budget (mean
     tokens per query), arrival rate (queries per second) and number of queries.
     """
     result = simulate(scenario, seed=seed, policies=policies, budget=budget, rate=rate,
-                      queries=queries)
-    write_run(result, out if out is not None else default_out_dir(result.scenario["name"]))
+                      queries=queries, overrides=overrides)
+    write_run(result, out if out is not None else default_out_dir(result.scenario["name"]),
+              report=report)
     return result
 
 

@@ -15,9 +15,11 @@ from pathlib import Path
 import yaml
 
 from policies.base import REGISTRY
+from sim.arrivals import PROCESSES, TRACE_ALIASES, _schedule_ok, check_arrivals
 from sim.errors import UserError
 from sim.presets import presets
-from sim.spec import REQUIRED, Field, check, non_negative, positive
+from sim.spec import REQUIRED, Field, check, non_negative, positive, read_yaml
+from traces.pools import POOL_EDGES, STREAMS
 from traces.predictors import PREDICTOR_SPEC
 
 
@@ -27,16 +29,47 @@ def _sets(v) -> str | None:
     return None
 
 
+def _edges(v) -> str | None:
+    ok = (len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+          and 0 < v[0] < v[1])
+    return None if ok else "expected two increasing positive token counts [easy_max, medium_max]"
+
+
 TRACES_SPEC = {
     "sets": Field((list,), doc="trace set names (embedded or imported) or .parquet paths",
                   check=_sets),
     "mix": Field((dict,), None, "weight per dataset; null = every query equally likely",
                  nullable=True),
+    "stream": Field((str,), None, "one of the paper's difficulty streams (exact pool "
+                    "proportions, see docs/traces.md); null = draw by mix", nullable=True,
+                    choices=tuple(STREAMS)),
+    "pools": Field((dict,), None, "weight per difficulty pool {easy, medium, hard} (exact "
+                   "counts; instead of stream)", nullable=True),
+    "pool_edges": Field((list,), list(POOL_EDGES), "tau edges (tokens) between the easy, "
+                        "medium and hard pools", check=_edges),
+    "outcomes": Field((str,), "empirical", "hidden outcomes: recorded samples or draws from "
+                      "the fitted curves", choices=("empirical", "fitted")),
 }
 ARRIVALS_SPEC = {
-    "process": Field((str,), "poisson", "arrival process", choices=("poisson",)),
-    "rate": Field((float,), doc="mean arrivals per second", check=positive),
+    "process": Field((str,), "poisson", "arrival process (see docs/engine.md)", choices=PROCESSES),
+    "rate": Field((float,), None, "mean arrivals per second (required except for replay, where "
+                  "it rescales the trace to this mean rate)", nullable=True, check=positive),
     "queries": Field((int,), doc="number of arriving queries (the run's horizon)", check=positive),
+    "burstiness": Field((float,), 1.0, "gamma: shape of the gaps, as vllm bench --burstiness "
+                        "(1 = Poisson, < 1 burstier)", check=positive),
+    "schedule": Field((list,), None, "piecewise: [[start_s, rate], ...] from 0", nullable=True,
+                      check=_schedule_ok),
+    "period_s": Field((float,), None, "piecewise: repeat the schedule every period_s; daily: the "
+                      "cycle (86400)", nullable=True, check=positive),
+    "amplitude": Field((float,), 0.5, "daily: relative swing of the rate, in [0, 1)",
+                       check=non_negative),
+    "peak_s": Field((float,), None, "daily: time of the peak rate (period_s / 2)", nullable=True,
+                    check=non_negative),
+    "trace": Field((str,), None, "replay: CSV/JSONL path or " + ", ".join(TRACE_ALIASES),
+                   nullable=True),
+    "time_scale": Field((float,), 1.0, "replay: multiply the trace's times (0.5 = twice as fast)",
+                        check=positive),
+    "trace_prompts": Field((bool,), False, "replay: use the trace's input lengths as prompt tokens"),
 }
 
 
@@ -58,7 +91,28 @@ def _engine_spec() -> dict[str, Field]:
                        check=non_negative),
         "request_overhead_ms": Field((float,), None, "override: CPU time before a request "
                                      "reaches the scheduler (ms)", nullable=True, check=non_negative),
+        "c3_us": Field((float,), None, "override: cost per context token of the decoding "
+                       "sequences (us)", nullable=True, check=non_negative),
+        "step_model": Field((str,), None, "override: linear or table (the preset's)",
+                            nullable=True, choices=("linear", "table")),
+        "step_table": Field((str,), None, "table: CSV with columns tokens, step_ms", nullable=True),
+        "kv_blocks": Field((int,), None, "override: KV cache blocks per replica (the preset's "
+                           "capacity; 0 = unlimited)", nullable=True, check=non_negative),
+        "block_size": Field((int,), 16, "KV cache block size in tokens (vLLM --block-size)",
+                            check=positive),
+        "timeseries_s": Field((float,), 1.0, "sampling interval of timeseries.parquet (s)",
+                              check=positive),
     }
+
+
+SLO_SPEC = {
+    "ttft_ms": Field((float,), None, "goodput: time to first token limit (ms)", nullable=True,
+                     check=positive),
+    "tpot_ms": Field((float,), None, "goodput: time per output token limit (ms)", nullable=True,
+                     check=positive),
+    "e2el_ms": Field((float,), None, "goodput: end-to-end latency limit (ms)", nullable=True,
+                     check=positive),
+}
 
 
 def scenario_spec() -> dict[str, Field]:
@@ -66,12 +120,20 @@ def scenario_spec() -> dict[str, Field]:
         "name": Field((str,), None, "scenario name (default: the file name)", nullable=True),
         "description": Field((str,), "", "what the scenario is for"),
         "seed": Field((int,), 0, "random seed: same seed, same bytes out", check=non_negative),
-        "budget": Field((float,), doc="target mean tokens per query (the token budget)",
+        "budget": Field((float,), None, "target mean tokens per query (the token budget); "
+                        "required unless budget_utilisation is given", nullable=True,
                         check=positive),
+        "budget_utilisation": Field((float,), None, "give the budget as a token rate instead: "
+                                    "this share of the engine's decode throughput at full "
+                                    "batch (docs/online-vs-batch.md); budget is then derived "
+                                    "(rate / arrival rate) and any given budget replaced",
+                                    nullable=True, check=positive),
         "traces": Field((dict,), doc="trace sets and traffic mix"),
         "predictor": Field((dict,), None, "what policies learn of tau", nullable=True),
         "arrivals": Field((dict,), doc="arrival process"),
         "engine": Field((dict,), None, "GPU replicas and step-time model", nullable=True),
+        "slo": Field((dict,), None, "latency limits for goodput (vllm bench --goodput)",
+                     nullable=True),
         "policies": Field((list,), doc="policies to compare, by name or {name: ..., params}"),
     }
 
@@ -81,6 +143,7 @@ SECTION_SPECS = {
     "predictor": lambda: PREDICTOR_SPEC,
     "arrivals": lambda: ARRIVALS_SPEC,
     "engine": _engine_spec,
+    "slo": lambda: SLO_SPEC,
 }
 
 
@@ -133,6 +196,9 @@ def _check_policies(items, where: str) -> list[dict]:
         labels.add(label)
         params = {k2: v for k2, v in item.items() if k2 not in ("name", "label")}
         params = check(params, REGISTRY[name].PARAMS, where=where, path=path)
+        problem = REGISTRY[name].check_params(params)
+        if problem:
+            raise UserError(problem, where=where, field=path)
         out.append({"name": name, "label": label, **params})
     return out
 
@@ -142,8 +208,12 @@ def validate_scenario(data, *, where: str, default_name: str = "scenario") -> di
     top = check(data, scenario_spec(), where=where)
     for section, spec in SECTION_SPECS.items():
         top[section] = check(top[section], spec(), where=where, path=section)
+    check_arrivals(top["arrivals"], where)
     top["policies"] = _check_policies(top["policies"], where)
     top["name"] = top["name"] or default_name
+    if top["budget"] is None and top["budget_utilisation"] is None:
+        raise UserError("missing; expected a number (mean tokens per query), or give "
+                        "budget_utilisation", where=where, field="budget")
     return top
 
 
@@ -164,16 +234,7 @@ def apply_overrides(data: dict, overrides: dict[str, object]) -> dict:
 def load_scenario(name_or_path: str, overrides: dict[str, object] | None = None) -> dict:
     """Load, override and validate a scenario by shipped name or path."""
     path = resolve_scenario_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"not valid YAML ({getattr(exc, 'problem', exc)})", where=f"{path}{line}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read ({exc.__class__.__name__})", where=str(path)) from None
-    if not isinstance(data, dict):
-        raise UserError("expected a mapping of scenario fields", where=str(path))
+    data = read_yaml(path, "scenario")
     if overrides:
         data = apply_overrides(data, overrides)
     return validate_scenario(data, where=str(path), default_name=path.stem)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
+
+import yaml
 
 from sim.errors import UserError
 
@@ -104,3 +107,18 @@ def check(data, spec: dict[str, Field], *, where: str | None, path: str = "") ->
             continue
         out[key] = check_value(data[key], fld, where=where, path=f"{prefix}{key}")
     return out
+
+
+def read_yaml(path: Path, what: str) -> dict:
+    """A YAML file that must hold a mapping; bad YAML names the file and line."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise UserError(f"not valid YAML ({getattr(exc, 'problem', exc)})", where=f"{path}{line}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read ({exc.__class__.__name__})", where=str(path)) from None
+    if not isinstance(data, dict):
+        raise UserError(f"expected a mapping of {what} fields", where=str(path))
+    return data

@@ -5,6 +5,11 @@ compete on the same arrivals, the same hidden outcomes and the same predictions.
 random streams (``numpy.random.SeedSequence.spawn``) feed the arrival times, the query choice,
 the sample choice and the predictor's noise, so changing the rate does not change which queries
 arrive, and the same seed always gives the same bytes.
+
+Which queries arrive: by dataset weights (``traces.mix``), or as a difficulty stream with exact
+pool proportions (``traces.stream`` / ``traces.pools``, see :mod:`traces.pools`).  The hidden
+outcome: a recorded sample (``traces.outcomes: empirical``) or a draw from the query's fitted
+curve (``fitted``, see :mod:`traces.fit`).
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies.base import QueryView
+from sim.arrivals import make_arrivals
 from sim.errors import UserError
-from traces.curves import true_tau
+from traces.curves import accuracy_at, true_tau
+from traces.fit import CurveFit, draw_outcomes, fit_curves
+from traces.pools import POOL_EDGES, STREAMS, check_pool_weights, draw_stream, pool_of
 from traces.predictors import predict_tau
 from traces.schema import TraceSet
 
@@ -25,8 +33,15 @@ class Workload:
     traces: TraceSet
     arrival_s: np.ndarray  # float64, non-decreasing
     query: np.ndarray  # index into traces
-    sample: np.ndarray  # flat sample index into traces: the hidden outcome
+    sample: np.ndarray  # flat sample index into traces: the hidden outcome (-1: a fitted draw)
     tau_pred: np.ndarray  # what policies see
+    #: Set under ``traces.outcomes: fitted``: the curves the outcomes are drawn from, and the
+    #: drawn outcomes (tokens needed, correct) themselves.
+    curves: CurveFit | None = None
+    tokens: np.ndarray | None = None
+    correct: np.ndarray | None = None
+    #: Prompt lengths recorded with a replayed arrival trace (``arrivals.trace_prompts``).
+    prompt: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -42,27 +57,42 @@ class Workload:
 
     @property
     def prompt_tokens(self) -> np.ndarray:
+        if self.prompt is not None:
+            return self.prompt
         return self.traces.prompt_tokens[self.query]
 
     @property
     def tokens_needed(self) -> np.ndarray:
         """Completion tokens the drawn sample needs (hidden from policies)."""
+        if self.tokens is not None:
+            return self.tokens
         return self.traces.sample_tokens[self.sample]
 
     @property
     def sample_correct(self) -> np.ndarray:
+        if self.correct is not None:
+            return self.correct
         return self.traces.sample_correct[self.sample]
 
     @property
     def tau_true(self) -> np.ndarray:
+        if self.curves is not None:
+            return self.curves.tau[self.query]
         return true_tau(self.traces)[self.query]
+
+    def expected_accuracy(self, budget: np.ndarray) -> np.ndarray:
+        """Each arrival's true curve at its budget (the fitted curve under fitted outcomes)."""
+        if self.curves is not None:
+            return self.curves.accuracy_at(self.query, budget)
+        return accuracy_at(self.traces, self.query, budget)
 
     def view(self, idx: np.ndarray) -> QueryView:
         """What a server knows about arrivals ``idx``: no outcome, no true threshold."""
+        q = self.query[idx]  # index the group first: O(group), not O(run), per decision
         return QueryView(
-            query_id=self.query_id[idx],
-            dataset=self.dataset[idx],
-            prompt_tokens=self.prompt_tokens[idx],
+            query_id=self.traces.query_id[q],
+            dataset=self.traces.dataset[q],
+            prompt_tokens=self.prompt[idx] if self.prompt is not None else self.traces.prompt_tokens[q],
             arrival_s=self.arrival_s[idx],
             tau_pred=self.tau_pred[idx],
         )
@@ -109,14 +139,55 @@ def build_workload(
     predictor: dict,
     seed: int,
     where: str | None = None,
+    spec: dict | None = None,
+    arrivals: dict | None = None,
 ) -> Workload:
+    """Draw a run's arrivals, queries, hidden outcomes and predictions.
+
+    ``spec`` is the resolved ``traces`` section of the scenario (``stream``, ``pools``,
+    ``pool_edges``, ``outcomes``); None means dataset mix and recorded samples.
+    """
+    spec = spec or {}
     probs = mix_weights(ts, mix, where)
     s_arr, s_query, s_sample, s_pred = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
     )
-    arrival = poisson_arrivals(rate, n_queries, s_arr)
-    query = s_query.choice(ts.n_queries, size=n_queries, p=probs)
-    counts = ts.samples_per_query[query]
-    sample = ts.offsets[query] + np.minimum((s_sample.random(n_queries) * counts).astype(np.int64), counts - 1)
-    tau_pred = predict_tau(ts, query, predictor, s_pred)
-    return Workload(ts, arrival, query, sample, tau_pred)
+    curves = fit_curves(ts) if spec.get("outcomes", "empirical") == "fitted" else None
+    if curves is None:
+        tau_of = true_tau
+    else:
+        # the run's own curves; training sets of a predictor fitted with the same beta
+        tau_of = lambda t: curves.tau if t is ts else fit_curves(t, curves.beta).tau  # noqa: E731
+    prompt = None
+    if arrivals is None:  # ``arrivals``: the scenario's resolved section (sim.arrivals)
+        arrival = poisson_arrivals(rate, n_queries, s_arr)
+    else:
+        made = make_arrivals(arrivals, n_queries, s_arr, where)
+        arrival, prompt = made.arrival_s, made.prompt_tokens
+    weights = stream_weights(spec, where)
+    if weights is None:
+        query = s_query.choice(ts.n_queries, size=n_queries, p=probs)
+    else:
+        pool = pool_of(tau_of(ts), spec.get("pool_edges") or POOL_EDGES)
+        query = draw_stream(pool, n_queries, weights, s_query, within=probs, where=where)
+    tokens = correct = None
+    if curves is None:
+        counts = ts.samples_per_query[query]
+        sample = ts.offsets[query] + np.minimum((s_sample.random(n_queries) * counts).astype(np.int64), counts - 1)
+    else:
+        tokens, correct, sample = draw_outcomes(ts, curves, query, s_sample)
+    tau_pred = predict_tau(ts, query, predictor, s_pred, tau_of=tau_of, where=where)
+    return Workload(ts, arrival, query, sample, tau_pred, curves, tokens, correct, prompt)
+
+
+def stream_weights(spec: dict, where: str | None = None) -> dict[str, float] | None:
+    """Pool proportions of a ``traces`` section (``stream`` name or ``pools`` mapping), or None."""
+    stream, pools = spec.get("stream"), spec.get("pools")
+    if stream is not None and pools is not None:
+        raise UserError("give either traces.stream or traces.pools, not both", where=where,
+                        field="traces.pools")
+    if stream is not None:
+        return STREAMS[stream]
+    if pools is not None:
+        return check_pool_weights(pools, where, "traces.pools")
+    return None

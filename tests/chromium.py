@@ -1,0 +1,214 @@
+"""Drive a real headless Chromium over the DevTools protocol, with nothing but the stdlib.
+
+``--remote-debugging-pipe`` makes Chromium read protocol commands on fd 3 and write replies and
+events on fd 4 (NUL-terminated JSON), so no websocket library or driver binary is needed.  Used
+by the report's browser test, and as a script to take the README's screenshot::
+
+    python tests/chromium.py runs/x/report.html docs/report.png [MAX_HEIGHT_PX]
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-extensions", "--mute-audio", "--remote-debugging-pipe"]
+
+CHECK_FIGURES = """JSON.stringify([...document.querySelectorAll('.js-plotly-plot')].map(d => {
+  // calcdata: the points Plotly actually computed for drawing (after decoding typed arrays)
+  const finite = (d.calcdata || []).map(cd => cd.filter(p => Number.isFinite(p.x) && Number.isFinite(p.y)).length);
+  return {id: d.id, traces: finite.length, points: finite.reduce((a, b) => a + b, 0),
+          empty_traces: finite.filter(n => n === 0).length, drawn: d.querySelectorAll('.main-svg').length};
+}))"""
+
+
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class Chromium:
+    """One headless browser; ``open(url)`` loads a page and records errors and requests."""
+
+    def __init__(self, binary: str | None = None, timeout: float = 60.0):
+        binary = binary or find_chromium()
+        if not binary:
+            raise FileNotFoundError("no chromium on PATH")
+        self.timeout = timeout
+        self.profile = tempfile.mkdtemp(prefix="clearsim-chromium-")
+        cmd_r, cmd_w = os.pipe()  # we write commands, Chromium reads fd 3
+        out_r, out_w = os.pipe()  # Chromium writes fd 4, we read
+
+        def child_fds():
+            a, b = os.dup(cmd_r), os.dup(out_w)  # out of the way of 3 and 4 first
+            os.dup2(a, 3)
+            os.dup2(b, 4)
+
+        self.proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={self.profile}",
+                                      "about:blank"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, preexec_fn=child_fds,
+                                     close_fds=False)
+        os.close(cmd_r)
+        os.close(out_w)
+        self.w, self.r = cmd_w, out_r
+        self.buf = b""
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    # -- protocol -----------------------------------------------------------------------------
+    def _read_message(self, deadline: float) -> dict:
+        while b"\0" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("chromium did not answer in time")
+            ready, _, _ = select.select([self.r], [], [], left)
+            if ready:
+                chunk = os.read(self.r, 1 << 20)
+                if not chunk:
+                    raise RuntimeError("chromium closed the protocol pipe")
+                self.buf += chunk
+        raw, self.buf = self.buf.split(b"\0", 1)
+        return json.loads(raw)
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self.w, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            m = self._read_message(deadline)
+            if m.get("id") == self.next_id:
+                if "error" in m:
+                    raise RuntimeError(f"{method}: {m['error']}")
+                return m.get("result", {})
+            self.events.append(m)
+
+    def wait_event(self, method: str, session: str, timeout: float | None = None) -> dict:
+        for i, e in enumerate(self.events):
+            if e.get("method") == method and e.get("sessionId") == session:
+                return self.events.pop(i)
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            m = self._read_message(deadline)
+            if m.get("method") == method and m.get("sessionId") == session:
+                return m
+            self.events.append(m)
+
+    def drain(self, seconds: float) -> None:
+        """Collect events for a while (late console errors, renders finishing)."""
+        deadline = time.monotonic() + seconds
+        try:
+            while True:
+                self.events.append(self._read_message(deadline))
+        except TimeoutError:
+            pass
+
+    # -- pages --------------------------------------------------------------------------------
+    def open(self, url: str, width: int = 1280, height: int = 900) -> str:
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        s = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Runtime", "Log", "Page", "Network"):
+            self.send(f"{domain}.enable", session=s)
+        self.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
+                                                         "deviceScaleFactor": 1, "mobile": False},
+                  session=s)
+        self.send("Page.navigate", {"url": url}, session=s)
+        self.wait_event("Page.loadEventFired", s)
+        return s
+
+    def evaluate(self, expression: str, session: str):
+        r = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                           "awaitPromise": True}, session=session)
+        if "exceptionDetails" in r:
+            raise RuntimeError(f"page script failed: {r['exceptionDetails']}")
+        return r["result"].get("value")
+
+    def errors(self, session: str) -> list[str]:
+        """Console errors, uncaught exceptions and error log entries seen so far."""
+        out = []
+        for e in self.events:
+            if e.get("sessionId") != session:
+                continue
+            m, p = e.get("method"), e.get("params", {})
+            if m == "Runtime.exceptionThrown":
+                d = p.get("exceptionDetails", {})
+                out.append(f"exception: {d.get('exception', {}).get('description') or d.get('text')}")
+            elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+                out.append("console: " + " ".join(str(a.get("value", a.get("description")))
+                                                   for a in p.get("args", [])))
+            elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
+                out.append(f"log: {p['entry'].get('text')} {p['entry'].get('url', '')}")
+        return out
+
+    def requests(self, session: str) -> list[str]:
+        return [e["params"]["request"]["url"] for e in self.events
+                if e.get("sessionId") == session and e.get("method") == "Network.requestWillBeSent"]
+
+    def screenshot(self, session: str, path: str | os.PathLike, max_height: int | None = None) -> None:
+        """A PNG of the page from the top, all of it or its first ``max_height`` pixels."""
+        h = int(self.evaluate("document.documentElement.scrollHeight", session))
+        params = {"format": "png", "captureBeyondViewport": True,
+                  "clip": {"x": 0, "y": 0, "width": 1280, "height": min(h, max_height or h),
+                           "scale": 1}}
+        data = self.send("Page.captureScreenshot", params, session=session)["data"]
+        Path(path).write_bytes(base64.b64decode(data))
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close")
+        except Exception:  # noqa: BLE001 - the browser may already be gone
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for fd in (self.w, self.r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def check_page(path: str | os.PathLike, screenshot: str | os.PathLike | None = None,
+               max_height: int | None = None) -> dict:
+    """Load a local HTML file; return its figures, errors and any non-local requests."""
+    url = Path(path).resolve().as_uri()
+    with Chromium() as browser:
+        s = browser.open(url)
+        browser.drain(1.0)
+        figures = json.loads(browser.evaluate(CHECK_FIGURES, s))
+        browser.drain(0.3)
+        if screenshot:
+            browser.screenshot(s, screenshot, max_height)
+        remote = [u for u in browser.requests(s) if not u.startswith(("file:", "data:", "about:"))]
+        return {"figures": figures, "errors": browser.errors(s), "remote_requests": remote}
+
+
+if __name__ == "__main__":
+    result = check_page(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None,
+                        int(sys.argv[3]) if len(sys.argv) > 3 else None)
+    print(json.dumps(result, indent=2))
