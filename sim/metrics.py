@@ -11,8 +11,9 @@ query gets no generation and no latency figures; its share is ``abandon_rate``):
 Costs: ``tokens_allocated`` (sum of caps), ``tokens_generated`` (what was actually decoded),
 ``tokens_per_query`` (generated per arriving query, abandoned ones counting 0) and GPU busy
 time (``gpu_utilisation`` is the share of time a replica is running steps, ``mean_running``
-the time-average batch size: together they say how loaded the GPU is).  Accuracy: ``accuracy`` scores the drawn samples; ``expected_accuracy`` averages each
-query's true curve at its cap (same mean, lower variance: better for comparisons).
+the time-average batch size: together they say how loaded the GPU is).  Accuracy:
+``accuracy`` scores the drawn samples; ``expected_accuracy`` averages each query's true curve
+at its cap (same mean, lower variance: better for comparisons).
 """
 
 from __future__ import annotations

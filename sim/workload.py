@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies.base import QueryView
-from sim.arrivals import make_arrivals
+from sim.arrivals import make_arrivals, poisson
 from sim.errors import UserError
 from traces.curves import accuracy_at, true_tau
 from traces.fit import CurveFit, draw_outcomes, fit_curves
@@ -126,10 +126,6 @@ def mix_weights(ts: TraceSet, mix: dict[str, float] | None, where: str | None = 
     return probs
 
 
-def poisson_arrivals(rate: float, n: int, rng: np.random.Generator) -> np.ndarray:
-    return np.cumsum(rng.exponential(1.0 / rate, n))
-
-
 def build_workload(
     ts: TraceSet,
     *,
@@ -160,7 +156,7 @@ def build_workload(
         tau_of = lambda t: curves.tau if t is ts else fit_curves(t, curves.beta).tau  # noqa: E731
     prompt = None
     if arrivals is None:  # ``arrivals``: the scenario's resolved section (sim.arrivals)
-        arrival = poisson_arrivals(rate, n_queries, s_arr)
+        arrival = poisson(rate, n_queries, s_arr)
     else:
         made = make_arrivals(arrivals, n_queries, s_arr, where)
         arrival, prompt = made.arrival_s, made.prompt_tokens

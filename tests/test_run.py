@@ -109,3 +109,12 @@ def test_overrides_change_the_run():
     assert sc["arrivals"]["queries"] == 100 and sc["arrivals"]["rate"] == 5 and sc["budget"] == 900
     assert [p["name"] for p in sc["policies"]] == ["uniform"]
     assert (res.queries["budget"] == 900).all()
+
+
+def test_readme_example_table_is_what_the_default_run_prints(default_run):
+    """The README shows the default scenario's table; it must stay the real output."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("```\npolicy ", 1)[1].split("```", 1)[0]
+    assert ("policy " + block).strip() == default_run.table().strip()

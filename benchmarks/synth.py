@@ -5,12 +5,13 @@ to an in-process baseline doing the irreducible work: drawing the same number of
 uniform variates with numpy and writing a Parquet table of the same shape with pyarrow.  A
 ratio near 1-3 means synth adds little beyond drawing and writing.
 
-    python benchmarks/bench_traces_synth.py [--queries N] [--like NAME]
+    python benchmarks/synth.py [--queries N] [--like NAME]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,8 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from traces.api import synth
-from traces.registry import load_trace_set
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from traces.api import synth  # noqa: E402
+from traces.registry import load_trace_set  # noqa: E402
 
 
 def baseline(n_queries: int, n_samples: int, out: Path) -> float:
