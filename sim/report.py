@@ -29,6 +29,7 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from sim.errors import UserError
+from sim.files import write_text_atomic
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf"]
@@ -477,10 +478,7 @@ def write_report(folder: str | os.PathLike, out: str | os.PathLike | None = None
     folder = Path(folder)
     target = Path(out) if out is not None else folder / "report.html"
     text = build_report(folder, queries=queries, summary=summary)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return write_text_atomic(target, text)
 
 
 def report(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:

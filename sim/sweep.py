@@ -32,7 +32,6 @@ import itertools
 import json
 import os
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from scipy import stats
 
 from sim.errors import UserError
 from sim.executors import Executor, open_executor, parse_executor
+from sim.files import write_atomic, write_text_atomic
 from sim.scenario import SECTION_SPECS, scenario_spec
 from sim.spec import Field, check, read_yaml
 
@@ -318,24 +318,9 @@ def run_task(task: Task) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # Files: atomic writes and the output folder's identity.
 
-def write_atomic(path: Path, write) -> None:
-    """Write via ``write(tmp_path)`` to a temporary file beside ``path``, fsync, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; results are ordinary files
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
-    write_atomic(path, lambda p: pq.write_table(pa.Table.from_pandas(df, preserve_index=False), p,
-                                                compression="zstd"))
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    write_atomic(path, lambda p: pq.write_table(table, p, compression="zstd"), fsync=True)
 
 
 def manifest(sw: Sweep) -> dict:
@@ -500,8 +485,8 @@ def sweep(sweep_file: str | dict, *, out: str | os.PathLike | None = None,
     with open_executor(spec, connect_timeout) if own else nullcontext(executor) as ex:
         out.mkdir(parents=True, exist_ok=True)
         if not (out / MANIFEST).is_file():  # first, so a folder with cells always names its sweep
-            write_atomic(out / MANIFEST, lambda p: p.write_text(json.dumps(manifest(sw), indent=2,
-                                                                           default=str) + "\n"))
+            write_text_atomic(out / MANIFEST,
+                              json.dumps(manifest(sw), indent=2, default=str) + "\n", fsync=True)
         (out / CELLS).mkdir(exist_ok=True)
         for stale in (out / CELLS).glob(".*.tmp"):  # a killed run's unfinished temp files
             stale.unlink(missing_ok=True)

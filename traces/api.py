@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from sim.errors import UserError
+from sim.files import write_atomic
 from traces.curves import accuracy_grid, fit_beta, solve_rate, true_tau
 from traces.fit import BETA_METHODS, fit_beta_mle, fit_curves, fit_error
 from traces.importers import FORMATS, import_generations, import_qwen_harness, load_tokenizer
@@ -106,17 +106,8 @@ def plot_curves(ts: TraceSet, path: str | os.PathLike) -> Path:
     fig.update_xaxes(title_text="budget (max tokens)", row=1, col=1)
     fig.update_yaxes(title_text="accuracy", range=[0, 1], row=1, col=1)
     fig.update_xaxes(title_text="tau (tokens)", row=1, col=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.write_html(tmp, include_plotlyjs=True, full_html=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda tmp: fig.write_html(tmp, include_plotlyjs=True,
+                                                         full_html=True))
 
 
 def _fmt_q(q: dict) -> str:
@@ -227,19 +218,10 @@ def fit(name: str, beta: float | None = None, method: str = "mle",
     if out is not None:
         import pandas as pd
 
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-        os.close(fd)
-        try:
-            pd.DataFrame({"query_id": ts.query_id.astype(str), "dataset": ts.dataset.astype(str),
-                          "p": f.p, "tau_fitted": f.tau, "tau_empirical": true_tau(ts)}
-                         ).to_csv(tmp, index=False)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        table = pd.DataFrame({"query_id": ts.query_id.astype(str),
+                              "dataset": ts.dataset.astype(str), "p": f.p, "tau_fitted": f.tau,
+                              "tau_empirical": true_tau(ts)})
+        write_atomic(out, lambda tmp: table.to_csv(tmp, index=False))
     return {
         "name": ts.name,
         "n_queries": ts.n_queries,

@@ -77,13 +77,11 @@ def _check_generations_record(rec, where: str) -> dict:
     }
 
 
-def import_generations(path: str | os.PathLike, name: str, meta: dict | None = None) -> TraceSet:
-    """Read a ``generations`` JSONL file (one query per line, see shared/data/README.md)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("file not found", where=str(path))
+def _read_json_lines(path: Path, check, key: str, key_name: str) -> list[dict]:
+    """Every non-blank line of a JSONL file, each validated by ``check(record, where)``; a bad
+    line, a duplicate ``key`` or an empty file raises naming the file, line and field."""
     records: list[dict] = []
-    seen: dict[str, int] = {}
+    seen: dict = {}
     try:
         with path.open("r", encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, start=1):
@@ -93,24 +91,27 @@ def import_generations(path: str | os.PathLike, name: str, meta: dict | None = N
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise UserError(
-                        f"not valid JSON ({exc.msg}); the file may be truncated or corrupt",
-                        where=where,
-                    ) from None
-                rec = _check_generations_record(rec, where)
-                if rec["query_id"] in seen:
-                    raise UserError(
-                        f"duplicate query id {rec['query_id']!r} (first on line "
-                        f"{seen[rec['query_id']]})",
-                        where=where,
-                        field="query_id",
-                    )
-                seen[rec["query_id"]] = lineno
+                    raise UserError(f"not valid JSON ({exc.msg}); the file may be truncated or "
+                                    "corrupt", where=where) from None
+                rec = check(rec, where)
+                if rec[key] in seen:
+                    raise UserError(f"duplicate {key_name} {rec[key]!r} (first on line "
+                                    f"{seen[rec[key]]})", where=where, field=key)
+                seen[rec[key]] = lineno
                 records.append(rec)
     except UnicodeDecodeError:
         raise UserError("not UTF-8 text; expected JSON lines", where=str(path)) from None
     if not records:
         raise UserError("no queries in file", where=str(path))
+    return records
+
+
+def import_generations(path: str | os.PathLike, name: str, meta: dict | None = None) -> TraceSet:
+    """Read a ``generations`` JSONL file (one query per line, see shared/data/README.md)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("file not found", where=str(path))
+    records = _read_json_lines(path, _check_generations_record, "query_id", "query id")
     info = {"format": "generations", "source_file": path.name}
     info.update(meta or {})
     return TraceSet.from_records(name, info, records)
@@ -211,29 +212,7 @@ def import_qwen_harness(path: str | os.PathLike, name: str, tokenizer, *, datase
     if max_tokens is not None and not (_is_int(max_tokens) and max_tokens > 0):
         raise UserError(f"got {max_tokens!r}; expected a positive integer", field="--max-tokens")
     dataset = dataset or (path.stem.split("__", 1)[1] if "__" in path.stem else path.stem)
-    rows: list[dict] = []
-    seen: dict = {}
-    try:
-        with path.open("r", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                where = f"{path}:{lineno}"
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"not valid JSON ({exc.msg}); the file may be truncated or "
-                                    "corrupt", where=where) from None
-                rec = _check_harness_record(rec, where)
-                if rec["idx"] in seen:
-                    raise UserError(f"duplicate idx {rec['idx']!r} (first on line {seen[rec['idx']]})",
-                                    where=where, field="idx")
-                seen[rec["idx"]] = lineno
-                rows.append(rec)
-    except UnicodeDecodeError:
-        raise UserError("not UTF-8 text; expected JSON lines", where=str(path)) from None
-    if not rows:
-        raise UserError("no queries in file", where=str(path))
+    rows = _read_json_lines(path, _check_harness_record, "idx", "idx")
     # every line is valid: only now count tokens (the slow part), texts dropped right after
     records = []
     for rec in rows:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim.errors import UserError
+from sim.files import write_atomic
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"clearsim"
@@ -179,18 +179,8 @@ class TraceSet:
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write atomically: a reader never sees a half-written file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
-            pq.write_table(self.to_table(), tmp, compression="zstd")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        table = self.to_table()
+        return write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> "TraceSet":

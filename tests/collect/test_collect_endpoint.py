@@ -36,7 +36,9 @@ def test_endpoint_collection_matches_the_offline_backend(fake_server, fake_vllm,
 
 
 def test_concurrency_is_bounded(addition):
-    with FakeOpenAIServer(ServerControl(delay=0.02)) as server:
+    # Each request is held 0.1 s by the server, so three client threads overlap even on a
+    # loaded machine (at 0.02 s they sometimes did not, and the lower bound failed).
+    with FakeOpenAIServer(ServerControl(delay=0.1)) as server:
         collect(str(addition), endpoint=server.url, concurrency=3, **BASE)
         assert server.control.max_in_flight <= 3
         assert server.control.max_in_flight >= 2  # and actually used

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from sim.errors import UserError
+from sim.files import write_text_atomic
 
 STATE = "state.json"
 QUERIES = "queries.jsonl"
@@ -132,13 +132,8 @@ class Checkpoint:
         return list(self.state["sessions"])
 
     def _write_state(self) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{STATE}.", dir=self.folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self.state, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.folder / STATE)
+        write_text_atomic(self.folder / STATE,
+                          json.dumps(self.state, indent=2, sort_keys=True) + "\n", fsync=True)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -23,13 +23,13 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from sim.errors import UserError
+from sim.files import write_text_atomic
 from traces.collect.backend import GenRequest, GenResult
 from traces.collect.checkpoint import Checkpoint
 from traces.collect.grading import Grader, make_grader, short
@@ -83,15 +83,7 @@ def default_name(model: str, problems: str, temperature: float, samples: int) ->
 
 
 def _atomic_text(path: Path, lines: list[str]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.writelines(lines)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, "".join(lines))
 
 
 def _record(result: GenResult, problem: Problem, grader: Grader) -> dict:

@@ -25,13 +25,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
+from sim.files import write_text_atomic
 from traces.collect.backend import RequestTiming
 
 SCHEMA_VERSION = 1
@@ -147,11 +147,8 @@ class ServingRun:
             self._write_meta()
 
     def _write_meta(self) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".meta.json.", dir=self.path)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self.meta, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
-        os.replace(tmp, self.path / "meta.json")
+        write_text_atomic(self.path / "meta.json",
+                          json.dumps(self.meta, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def _rate(snap: dict, prev: dict, key: str, dt: float) -> float:
