@@ -98,7 +98,11 @@ def test_same_seed_same_bytes_other_seed_other_arrivals(tmp_path):
     a = run("default", out=tmp_path / "a", queries=200, seed=7)
     run("default", out=tmp_path / "b", queries=200, seed=7)
     c = run("default", out=tmp_path / "c", queries=200, seed=8)
-    for f in ("summary.json", "queries.parquet", "scenario.yaml"):
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert {"summary.json", "queries.parquet", "scenario.yaml", "report.html",
+            "timeseries.parquet"} <= set(files)
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
     assert not np.array_equal(a.queries["arrival_s"], c.queries["arrival_s"])
 

@@ -7,6 +7,7 @@ each return plain data (dicts, paths) and write nothing but what they are asked 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.errors import UserError
-from sim.files import write_atomic
+from sim.files import write_atomic, write_text_atomic
 from traces.curves import accuracy_grid, fit_beta, solve_rate, true_tau
 from traces.fit import BETA_METHODS, fit_beta_mle, fit_curves, fit_error
 from traces.importers import FORMATS, import_generations, import_qwen_harness, load_tokenizer
@@ -164,14 +165,15 @@ def import_traces(fmt: str, path: str | os.PathLike, name: str, *, tokenizer=Non
                   force: bool = False) -> Path:
     """Import a recording into ``$CLEARSIM_HOME/traces/NAME.parquet`` (all or nothing).
 
-    ``fmt``: ``generations`` or ``qwen-harness``; ``tokenizer`` (qwen-harness only) is a
+    ``fmt``: ``generations``, ``qwen-harness`` or ``clearsim`` (a ``.parquet`` trace file of
+    ours, such as the collector's output from a GPU machine, with its ``NAME.samples.jsonl``
+    sidecar when present); ``tokenizer`` (qwen-harness only) is a
     Hugging Face tokenizer name or an object with ``encode``; ``model`` and ``decoding`` are
     recorded as provenance.  An existing set of that name (imported or embedded) is only
     replaced with ``force``.
     """
     if fmt not in FORMATS:
-        raise UserError(f"unknown format '{fmt}'; allowed: {', '.join(FORMATS)} (the collector "
-                        "writes its trace sets itself: 'clearsim traces collect')", field="FORMAT")
+        raise UserError(f"unknown format '{fmt}'; allowed: {', '.join(FORMATS)}", field="FORMAT")
     if not isinstance(name, str) or not _NAME.match(name):
         raise UserError(f"got {name!r}; expected letters, digits, '.', '_', '+' or '-' "
                         "(a file name, no folders)", field="--name")
@@ -183,6 +185,15 @@ def import_traces(fmt: str, path: str | os.PathLike, name: str, *, tokenizer=Non
                         "another --name or pass --force to replace (or shadow) it", field="--name")
     meta = {k: v for k, v in (("model", model), ("decoding", decoding)) if v}
     meta["imported_from"] = str(Path(path).resolve())
+    if fmt == "clearsim":
+        src = TraceSet.read(path)
+        ts = dataclasses.replace(src, name=name, meta={**src.meta, **meta})
+        sidecar = Path(path).with_name(Path(path).stem + ".samples.jsonl")
+        written = ts.write(dest)
+        if sidecar.is_file():
+            text = sidecar.read_text(encoding="utf-8")
+            write_text_atomic(dest.with_name(f"{name}.samples.jsonl"), text)
+        return written
     if fmt == "generations":
         if tokenizer is not None:
             raise UserError("the generations format already holds token counts; drop --tokenizer",

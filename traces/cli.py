@@ -107,9 +107,11 @@ def register(sub) -> None:
                         "trace folder ($CLEARSIM_HOME/traces, default ~/.clearsim/traces); "
                         "a bad file names its line and field and imports nothing.")
     q.add_argument("format", metavar="FORMAT", choices=FORMATS,
-                   help=f"one of {', '.join(FORMATS)}: the generations JSONL (numbers only) or "
-                   "the Qwen2.5-Math evaluation output (texts: needs --tokenizer)")
-    q.add_argument("path", metavar="PATH", help="the JSONL file")
+                   help=f"one of {', '.join(FORMATS)}: the generations JSONL (numbers only), "
+                   "the Qwen2.5-Math evaluation output (texts: needs --tokenizer), or a "
+                   ".parquet trace file of ours (e.g. 'traces collect' output from a GPU "
+                   "machine; its NAME.samples.jsonl comes along)")
+    q.add_argument("path", metavar="PATH", help="the file to import")
     q.add_argument("--name", required=True, help="name of the new trace set")
     q.add_argument("--tokenizer", metavar="HF_NAME", default=None,
                    help="qwen-harness: Hugging Face tokenizer counting tokens (needs the "

@@ -235,6 +235,6 @@ def import_qwen_harness(path: str | os.PathLike, name: str, tokenizer, *, datase
     return TraceSet.from_records(name, info, records)
 
 
-#: ``clearsim traces import`` formats.  The collector's own output is imported by
-#: ``clearsim traces collect`` (traces/collect/), which writes trace sets directly.
-FORMATS = ("generations", "qwen-harness")
+#: ``clearsim traces import`` formats.  ``clearsim``: a trace file in the project's own format
+#: (what ``clearsim traces collect`` and ``traces synth`` write), e.g. collected on a GPU machine.
+FORMATS = ("generations", "qwen-harness", "clearsim")

@@ -143,3 +143,25 @@ def test_embedded_provenance_file_is_current():
     from traces.registry import embedded_dir
 
     assert (embedded_dir() / "PROVENANCE.md").read_text() == provenance_markdown()
+
+
+def test_import_of_our_own_format_renames_and_keeps_provenance_and_sidecar(home, tmp_path, capsys):
+    """A trace file collected elsewhere (``traces collect`` output) imports under a new name."""
+    import numpy as np
+
+    from traces.schema import TraceSet
+
+    src = load_trace_set("qwen25-math-instruct_math100_t0.7_k8")
+    collected = tmp_path / "gpu-box.parquet"
+    src.write(collected)
+    (tmp_path / "gpu-box.samples.jsonl").write_text('{"query_id": "math/0"}\n')
+    assert main(["traces", "import", "clearsim", str(collected), "--name", "mine"]) == 0
+    got = TraceSet.read(home / "traces" / "mine.parquet")
+    assert got.name == "mine" and got.meta["source"] == src.meta["source"]
+    assert got.meta["imported_from"] == str(collected.resolve())
+    assert np.array_equal(got.sample_tokens, src.sample_tokens)
+    assert (home / "traces" / "mine.samples.jsonl").read_text() == '{"query_id": "math/0"}\n'
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    one_line_error(capsys, ["traces", "import", "clearsim", str(tmp_path / "junk.parquet"),
+                            "--name", "junk"], "not a clearsim trace file")
+    assert not (home / "traces" / "junk.parquet").exists()
