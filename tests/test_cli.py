@@ -131,3 +131,17 @@ def test_help_documents_every_run_option_and_field():
     proc = subprocess.run([sys.executable, "-m", "sim", "run", "--budget", "x"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", __import__("sim.scenario", fromlist=["x"]).shipped_scenarios())
+def test_every_shipped_scenario_validates_and_runs(name, capsys, tmp_path):
+    """Shipped scenarios must keep working as the code evolves (a short run of each)."""
+    assert main(["validate", name]) == 0
+    assert main(["run", name, "--queries", "150", "--out", str(tmp_path / name), "--no-report"]) == 0
+    assert (tmp_path / name / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (scenarios_dir() / "sweeps").glob("*.yaml")))
+def test_every_shipped_sweep_resolves(name, capsys):
+    assert main(["sweep", name, "--dry-run"]) == 0
+    assert ": ok (" in capsys.readouterr().out
