@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import cli_error
 import yaml
 
 from sim.cli import main
@@ -30,18 +31,6 @@ def scenario_file(tmp_path: Path, **changes) -> Path:
 
 
 DELETE = object()
-
-
-def bad(capsys, argv, *expected):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
 
 
 def test_run_prints_the_table_and_writes_the_folder(tmp_path, capsys):
@@ -74,7 +63,7 @@ def test_run_prints_the_table_and_writes_the_folder(tmp_path, capsys):
 def test_bad_scenarios_fail_in_one_line_with_no_output(tmp_path, capsys, case, changes, expected):
     path = scenario_file(tmp_path, **changes)
     out = tmp_path / "out"
-    bad(capsys, ["run", str(path), "--out", str(out)], str(path), *expected)
+    cli_error(capsys, ["run", str(path), "--out", str(out)], str(path), *expected)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
@@ -88,21 +77,21 @@ def test_bad_scenarios_fail_in_one_line_with_no_output(tmp_path, capsys, case, c
     (["frobnicate"], ["invalid choice"]),
 ])
 def test_bad_command_lines(capsys, argv, expected, tmp_path):
-    bad(capsys, argv + ["--out", str(tmp_path / "o")] if argv[0] == "run" else argv, *expected)
+    cli_error(capsys, argv + ["--out", str(tmp_path / "o")] if argv[0] == "run" else argv, *expected)
     assert not (tmp_path / "o").exists()
 
 
 def test_invalid_yaml_names_the_line(tmp_path, capsys):
     path = tmp_path / "broken.yaml"
     path.write_text("budget: 100\narrivals: [rate: 3\n")
-    bad(capsys, ["run", str(path)], f"{path}:", "not valid YAML")
+    cli_error(capsys, ["run", str(path)], f"{path}:", "not valid YAML")
 
 
 def test_existing_output_folder_is_left_alone(tmp_path, capsys):
     out = tmp_path / "o"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    bad(capsys, ["run", "--out", str(out), "--queries", "20"], "not empty")
+    cli_error(capsys, ["run", "--out", str(out), "--queries", "20"], "not empty")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
@@ -112,7 +101,7 @@ def test_validate_and_scenarios_commands(capsys, tmp_path):
     assert main(["scenarios", "--fields"]) == 0
     out = capsys.readouterr().out
     assert "default" in out and "arrivals.rate" in out and "policies[clear-windowed].window_s" in out
-    bad(capsys, ["validate", str(scenario_file(tmp_path, seed=-1))], "field 'seed'", ">= 0")
+    cli_error(capsys, ["validate", str(scenario_file(tmp_path, seed=-1))], "field 'seed'", ">= 0")
 
 
 def test_traces_list_shows_every_embedded_set(capsys):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import cli_error
 import yaml
 from scipy import stats
 
@@ -131,18 +132,6 @@ def test_every_executor_gives_identical_rows(tmp_path, local_sweep, executor):
         (local_sweep.out_dir / "aggregate.parquet").read_bytes()
 
 
-def bad(capsys, argv, *expected):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -152,30 +141,30 @@ def free_port() -> int:
 def test_bad_sweep_input_is_one_line_exit_2_and_touches_nothing(tmp_path, capsys, local_sweep):
     spec = write_sweep(tmp_path)
     out = tmp_path / "new"
-    bad(capsys, ["sweep", str(spec), "--out", str(out), "--executor", "gpu-farm"],
+    cli_error(capsys, ["sweep", str(spec), "--out", str(out), "--executor", "gpu-farm"],
         "unknown executor 'gpu-farm'", "dask-local")
     t0 = time.monotonic()
-    bad(capsys, ["sweep", str(spec), "--out", str(out), "--executor",
+    cli_error(capsys, ["sweep", str(spec), "--out", str(out), "--executor",
                  f"dask://127.0.0.1:{free_port()}", "--connect-timeout", "1"],
         "cannot reach the Dask scheduler")
     assert time.monotonic() - t0 < 30
     typo = write_sweep(tmp_path, "typo.yaml", grid={"engine.replica": [1, 2]})
-    bad(capsys, ["sweep", str(typo), "--out", str(out)],
+    cli_error(capsys, ["sweep", str(typo), "--out", str(out)],
         "field 'grid.engine.replica'", "did you mean 'engine.replicas'")
-    bad(capsys, ["sweep", str(write_sweep(tmp_path, "v.yaml", grid={"budget": [100, -5]})),
+    cli_error(capsys, ["sweep", str(write_sweep(tmp_path, "v.yaml", grid={"budget": [100, -5]})),
                  "--out", str(out)], "budget=-5", "must be > 0")
     assert not out.exists()
     # Another sweep's folder: refused whole, nothing in it touched.
     before = snapshot(local_sweep.out_dir)
     other = write_sweep(tmp_path, "other.yaml", seeds=[7])
-    bad(capsys, ["sweep", str(other), "--out", str(local_sweep.out_dir)],
+    cli_error(capsys, ["sweep", str(other), "--out", str(local_sweep.out_dir)],
         "holds another sweep's results")
-    bad(capsys, ["sweep", str(spec), "--out", str(local_sweep.out_dir)], "pass --resume")
+    cli_error(capsys, ["sweep", str(spec), "--out", str(local_sweep.out_dir)], "pass --resume")
     assert snapshot(local_sweep.out_dir) == before
     stranger = tmp_path / "stranger"
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine")
-    bad(capsys, ["sweep", str(spec), "--out", str(stranger)], "holds no sweep")
+    cli_error(capsys, ["sweep", str(spec), "--out", str(stranger)], "holds no sweep")
     assert [p.name for p in stranger.iterdir()] == ["notes.txt"]
 
 
@@ -201,9 +190,9 @@ def test_set_overrides_any_key_on_run_and_suggests_on_typos(tmp_path, capsys):
     assert sc["engine"]["replicas"] == 2 and sc["traces"]["mix"] == {"math": 1}
     assert not (out / "report.html").exists()
     capsys.readouterr()
-    bad(capsys, ["run", "--out", str(tmp_path / "r2"), "--set", "engine.replica=4"],
+    cli_error(capsys, ["run", "--out", str(tmp_path / "r2"), "--set", "engine.replica=4"],
         "--set", "did you mean 'engine.replicas'")
-    bad(capsys, ["validate", "default", "--set", "arrivals.rate=-1"], "arrivals.rate", "> 0")
+    cli_error(capsys, ["validate", "default", "--set", "arrivals.rate=-1"], "arrivals.rate", "> 0")
     assert not (tmp_path / "r2").exists()
 
 
@@ -272,11 +261,11 @@ def test_progress_bar_only_on_a_terminal():
 def test_bad_plan_input_is_one_line_exit_2(tmp_path, capsys):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({"base": "default", "slo": {"p99_e2e": 3.0}}))
-    bad(capsys, ["plan", str(path)], "field 'slo.p99_e2e'", "did you mean 'p99_e2e_s'")
+    cli_error(capsys, ["plan", str(path)], "field 'slo.p99_e2e'", "did you mean 'p99_e2e_s'")
     path.write_text(yaml.safe_dump({"base": "default", "slo": {"p99_e2e_s": 3.0},
                                     "search": {"over": "gpus"}}))
-    bad(capsys, ["plan", str(path)], "field 'search.over'", "replicas, rate")
-    bad(capsys, ["plan", "capacity-h10"], "did you mean 'capacity-h100'")
+    cli_error(capsys, ["plan", str(path)], "field 'search.over'", "replicas, rate")
+    cli_error(capsys, ["plan", "capacity-h10"], "did you mean 'capacity-h100'")
 
 
 def test_plan_finds_the_highest_rate_within_its_tolerance(tmp_path):

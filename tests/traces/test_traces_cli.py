@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from helpers import cli_error
 
 from sim.cli import build_parser, main
 from traces.embed import PROVENANCE
@@ -16,15 +17,6 @@ GEN = {"query_id": "toy/0", "dataset": "toy", "level": None, "subject": None, "p
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("CLEARSIM_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
-
-
-def one_line_error(capsys, argv, *expected):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "Traceback" not in err[0], err
-    for text in expected:
-        assert text in err[0], err[0]
-    return err[0]
 
 
 def test_list_shows_every_embedded_recording_with_provenance(home, capsys):
@@ -44,12 +36,12 @@ def test_import_lands_in_clearsim_home_and_is_listed(home, tmp_path, capsys):
     main(["traces", "list"])
     out = capsys.readouterr().out
     assert "toy  [imported] 1 queries x 2 samples; datasets toy; model toy-model; greedy" in out
-    one_line_error(capsys, ["traces", "import", "generations", str(src), "--name", "toy"],
+    cli_error(capsys, ["traces", "import", "generations", str(src), "--name", "toy"],
                    "field '--name'", "exists", "--force")
     assert main(["traces", "import", "generations", str(src), "--name", "toy", "--force"]) == 0
-    one_line_error(capsys, ["traces", "import", "generations", str(src), "--name",
+    cli_error(capsys, ["traces", "import", "generations", str(src), "--name",
                             "gpt-4_gsm8k_t0.7_k6"], "embedded")
-    one_line_error(capsys, ["traces", "import", "generations", str(src), "--name", "../x"],
+    cli_error(capsys, ["traces", "import", "generations", str(src), "--name", "../x"],
                    "field '--name'")
 
 
@@ -57,14 +49,14 @@ def test_bad_imports_are_one_line_and_write_nothing(home, tmp_path, capsys):
     src = tmp_path / "bad.jsonl"
     src.write_text(json.dumps(GEN) + "\n" + json.dumps(dict(GEN, query_id="toy/1", samples=[
         {"tokens": -4, "correct": True}])) + "\n")
-    one_line_error(capsys, ["traces", "import", "generations", str(src), "--name", "b"],
+    cli_error(capsys, ["traces", "import", "generations", str(src), "--name", "b"],
                    f"{src}:2", "samples[0].tokens", "non-negative")
     src.write_text(json.dumps(GEN)[:40])
-    one_line_error(capsys, ["traces", "import", "generations", str(src), "--name", "b"],
+    cli_error(capsys, ["traces", "import", "generations", str(src), "--name", "b"],
                    f"{src}:1", "not valid JSON")
-    one_line_error(capsys, ["traces", "import", "parquet", str(src), "--name", "b"],
+    cli_error(capsys, ["traces", "import", "parquet", str(src), "--name", "b"],
                    "invalid choice: 'parquet'")
-    one_line_error(capsys, ["traces", "import", "qwen-harness", str(src), "--name", "b"],
+    cli_error(capsys, ["traces", "import", "qwen-harness", str(src), "--name", "b"],
                    "--tokenizer")
     assert not (home / "traces").exists() or not any((home / "traces").iterdir())
 
@@ -78,8 +70,8 @@ def test_show_prints_accuracy_tau_and_never_solved_and_plots(home, tmp_path, cap
     assert "tau p10/p25/p50/p75/p90" in out
     page = html.read_text()
     assert page.startswith("<!doctype html>") and "plotly" in page.lower() and "src=\"http" not in page
-    one_line_error(capsys, ["traces", "show", "nope"], "unknown trace set 'nope'")
-    one_line_error(capsys, ["traces", "show", "gpt-4_gsm8k_t0.7_k6", "--budgets", "a,b"],
+    cli_error(capsys, ["traces", "show", "nope"], "unknown trace set 'nope'")
+    cli_error(capsys, ["traces", "show", "gpt-4_gsm8k_t0.7_k6", "--budgets", "a,b"],
                    "--budgets")
 
 
@@ -97,7 +89,7 @@ def test_fit_prints_beta_tau_and_fit_error(home, tmp_path, capsys):
     assert (df.tau_fitted <= df.tau_empirical).all()  # the MLE shift sits below the first correct
     main(["traces", "fit", "qwen2.5-math-7b-instruct_minerva_math_greedy"])
     assert "not identifiable" in capsys.readouterr().out
-    one_line_error(capsys, ["traces", "fit", "gpt-4_gsm8k_t0.7_k6", "--beta", "-1"], "--beta")
+    cli_error(capsys, ["traces", "fit", "gpt-4_gsm8k_t0.7_k6", "--beta", "-1"], "--beta")
 
 
 def test_synth_writes_a_loadable_set(home, tmp_path, capsys):
@@ -107,9 +99,9 @@ def test_synth_writes_a_loadable_set(home, tmp_path, capsys):
     assert "wrote 2,000 synthetic queries" in capsys.readouterr().out
     ts = load_trace_set(str(out))
     assert ts.n_queries == 2000 and ts.meta["like"] == "qwen2.5-math-7b-instruct_gaokao2023en_greedy"
-    one_line_error(capsys, ["traces", "synth", "--queries", "5", "--like",
+    cli_error(capsys, ["traces", "synth", "--queries", "5", "--like",
                             "gpt-4_gsm8k_t0.7_k6", "--out", str(tmp_path / "s.csv")], "--out")
-    one_line_error(capsys, ["traces", "synth", "--queries", "0", "--like", "x", "--out", "y"],
+    cli_error(capsys, ["traces", "synth", "--queries", "0", "--like", "x", "--out", "y"],
                    "--queries")
 
 
@@ -119,7 +111,7 @@ def test_predict_prints_ood_error_per_set_and_predictor(home, capsys):
     out = capsys.readouterr().out
     assert "MAE log tau" in out and "Spearman" in out and "n/a (constant)" in out
     assert out.count("qwen2.5-math-7b-instruct_minerva_math_greedy") == 2
-    one_line_error(capsys, ["traces", "predict", "--test", "nope"], "field '--test'")
+    cli_error(capsys, ["traces", "predict", "--test", "nope"], "field '--test'")
 
 
 @pytest.mark.parametrize("cmd", ["list", "show", "import", "fit", "synth", "predict"])
@@ -162,6 +154,6 @@ def test_import_of_our_own_format_renames_and_keeps_provenance_and_sidecar(home,
     assert np.array_equal(got.sample_tokens, src.sample_tokens)
     assert (home / "traces" / "mine.samples.jsonl").read_text() == '{"query_id": "math/0"}\n'
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
-    one_line_error(capsys, ["traces", "import", "clearsim", str(tmp_path / "junk.parquet"),
+    cli_error(capsys, ["traces", "import", "clearsim", str(tmp_path / "junk.parquet"),
                             "--name", "junk"], "not a clearsim trace file")
     assert not (home / "traces" / "junk.parquet").exists()
