@@ -44,15 +44,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from sim.runner import load_traces
-    from sim.scenario import load_scenario, resolve_scenario_path
-    from sim.workload import mix_weights
-
+    from sim.runner import validate
+    from sim.scenario import resolve_scenario_path
     from sim.sweep import parse_overrides
 
-    sc = load_scenario(args.scenario, parse_overrides(args.overrides))
-    where = str(resolve_scenario_path(args.scenario))
-    mix_weights(load_traces(sc, where), sc["traces"]["mix"], where)
+    sc = validate(args.scenario, overrides=parse_overrides(args.overrides))
+    where = resolve_scenario_path(args.scenario)
     print(f"{where}: ok ({len(sc['policies'])} policies, {sc['arrivals']['queries']} queries)")
     return 0
 

@@ -166,6 +166,23 @@ def simulate(scenario: str | dict = "default", **overrides) -> RunResult:
                      timeseries=pd.concat(series, ignore_index=True))
 
 
+def validate(scenario: str = "default", *, overrides: dict | None = None) -> dict:
+    """``clearsim validate``: check a scenario without simulating it; return it resolved.
+
+    Beyond the fields (:func:`resolve`), this loads its trace sets and draws a short workload
+    (arrivals, traffic mix or stream, outcomes, predictions) and builds the engine, so every
+    reference a run would follow is checked, and nothing is written.
+    """
+    sc = resolve(scenario, overrides=overrides)
+    where = str(resolve_scenario_path(scenario))
+    build_workload(load_traces(sc, where), n_queries=min(sc["arrivals"]["queries"], 50),
+                   rate=sc["arrivals"]["rate"], mix=sc["traces"]["mix"],
+                   predictor=sc["predictor"], seed=sc["seed"], where=where, spec=sc["traces"],
+                   arrivals=sc["arrivals"])
+    engine_config(sc["engine"], where)
+    return sc
+
+
 def policy_context(cls, ctx: RunContext, wl: Workload, sc: dict) -> RunContext:
     """The context one policy gets: the true curves only for ``sees_true_curves`` (the oracle
     bound), a training split only for ``needs_training``; nothing else differs."""

@@ -134,3 +134,12 @@ def test_every_shipped_scenario_validates_and_runs(name, capsys, tmp_path):
 def test_every_shipped_sweep_resolves(name, capsys):
     assert main(["sweep", name, "--dry-run"]) == 0
     assert ": ok (" in capsys.readouterr().out
+
+
+def test_validate_checks_what_a_run_would_follow(tmp_path, capsys):
+    """Cross-field problems found only when workload is drawn are caught by validate too."""
+    path = scenario_file(tmp_path, traces__stream="balanced", traces__pools={"easy": 1})
+    cli_error(capsys, ["validate", str(path)], str(path), "field 'traces.pools'", "not both")
+    path = scenario_file(tmp_path, arrivals={"process": "replay", "trace": "nope.csv",
+                                             "queries": 10})
+    cli_error(capsys, ["validate", str(path)], "field 'arrivals.trace'", "not found")
