@@ -170,15 +170,32 @@ class ClearMarket:
 
 def spread_evenly(b: np.ndarray, spare: int, b_max: int) -> int:
     """Raise the funded caps (b > 0) in place by equal whole-token amounts, none above b_max
-    (water-filling); return the tokens still spare (fewer than the queries below the cap)."""
-    while spare > 0:
-        open_ = np.flatnonzero((b > 0) & (b < b_max))
-        if len(open_) == 0 or spare < len(open_):
-            break
-        add = min(spare // len(open_), int((b_max - b[open_]).min()))
-        b[open_] += add
-        spare -= add * len(open_)
-    return spare
+    (water-filling); return the tokens still spare (fewer than the queries below the cap).
+
+    Every funded cap below b_max gains ``min(headroom, L)`` for the largest whole ``L`` whose
+    total cost fits ``spare``; ``L`` is found by bisection on the sorted headrooms, so the cost
+    is O(N log N) however many distinct headrooms there are.
+    """
+    open_ = np.flatnonzero((b > 0) & (b < b_max))
+    if spare <= 0 or len(open_) == 0:
+        return spare
+    head = np.sort(b_max - b[open_])
+    prefix = np.concatenate([[0], np.cumsum(head)])
+    n = len(head)
+
+    def cost(level: int) -> int:  # tokens to raise every open cap by min(headroom, level)
+        k = int(np.searchsorted(head, level, side="left"))
+        return int(prefix[k]) + level * (n - k)
+
+    lo, hi = 0, int(head[-1])  # cost(lo) <= spare; find the largest such level
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cost(mid) <= spare:
+            lo = mid
+        else:
+            hi = mid - 1
+    b[open_] += np.minimum(b_max - b[open_], lo)
+    return spare - cost(lo)
 
 
 def w_of_price(price_over_alpha: float) -> float:

@@ -118,3 +118,27 @@ def test_uniform_budget_spent_by_clear_on_a_known_batch():
     res = clear_allocate(np.array([100.0, 120.0, math.inf]), budget=600, beta=0.01)
     assert res.budgets[2] == 0 and res.budgets[0] > 100 and res.budgets[1] > 120
     assert res.budgets[1] - res.budgets[0] in (19, 20, 21)  # same slack x* for both
+
+
+def _spread_reference(b, spare, b_max):
+    """Water-filling one equal step at a time (the definition of ``spread``)."""
+    while spare > 0:
+        open_ = np.flatnonzero((b > 0) & (b < b_max))
+        if len(open_) == 0 or spare < len(open_):
+            break
+        add = min(spare // len(open_), int((b_max - b[open_]).min()))
+        b[open_] += add
+        spare -= add * len(open_)
+    return spare
+
+
+@settings(max_examples=300, deadline=None)
+@given(caps=st.lists(st.integers(0, 300), min_size=1, max_size=40), spare=st.integers(0, 20000),
+       b_max=st.integers(1, 300))
+def test_spread_evenly_equals_step_by_step_water_filling(caps, spare, b_max):
+    from policies.clear_market import spread_evenly
+
+    b = np.minimum(np.array(caps, dtype=np.int64), b_max)
+    ref = b.copy()
+    assert spread_evenly(b, spare, b_max) == _spread_reference(ref, spare, b_max)
+    assert np.array_equal(b, ref)
