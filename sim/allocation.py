@@ -85,11 +85,11 @@ def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, tar
                        dispatch, out: Decisions, gen_tokens: np.ndarray, rec: Recorder):
     """SimPy process: decide each group at its time, record, dispatch the funded queries.
 
-    ``gen_tokens`` is filled with min(cap, tokens needed) (at least 1 for a funded query) before
+    ``gen_tokens`` is filled with min(cap, tokens needed) (plus a forced answer's tokens under
+    ``traces.semantics: forced-answer``; at least 1 for a funded query) before
     dispatch, so the replicas know each request's length, as a real server learns it by
     generating.  Policies with ``wants_feedback`` hear of every completion through ``rec``.
     """
-    needed = wl.tokens_needed
     if policy.wants_feedback:
         rec.listeners.append(
             lambda idx, now: policy.on_finished(out.budget[idx], gen_tokens[idx], now))
@@ -111,5 +111,5 @@ def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, tar
             out.shadow_price[idx] = alloc.shadow_price
         funded = idx[caps > 0]
         if len(funded):
-            gen_tokens[funded] = np.maximum(np.minimum(caps[caps > 0], needed[funded]), 1)
+            gen_tokens[funded] = wl.generated_tokens(funded, caps[caps > 0])
             dispatch(funded)
