@@ -328,3 +328,13 @@ def test_cli_import_with_probes_and_its_errors(tmp_path, capsys, monkeypatch):
     assert load_trace_set("tp").has_probes
     cli_error(capsys, ["traces", "import", "generations", str(gen), "--name", "tq",
                        "--probes", str(pr)], "--targets")
+
+
+def test_show_gives_the_forced_answer_curve_of_a_reasoning_set():
+    from traces.api import format_show, show
+
+    d = show("qwen3-8b_amc23_t0.6_k3", budgets=[1000, 4000, 16384])
+    assert np.all(np.array(d["forced_accuracy"]) >= np.array(d["accuracy"]))
+    assert d["forced_accuracy"][0] > d["accuracy"][0] + 0.2
+    assert "forced answer (15,091 probes)" in format_show(d)
+    assert "forced_accuracy" not in show("gpt-4_gsm8k_t0.7_k6")
