@@ -75,9 +75,6 @@ for _m, _model in _REASONING_MODELS.items():
             "source": _GOVERNOR,
             "licence": "MIT",
             "tokens": "the run's own decode-token count (the model's tokenizer, exact)",
-            "probes": "forced answer every 64 tokens (up to 32 tokens each), graded at import "
-                      "by math-verify against raw/governor/targets.csv; only class ids and "
-                      "flags kept, never the text",
             "pool_edges": "reasoning",
         }
 PROVENANCE.update(REASONING)
@@ -88,7 +85,12 @@ def provenance_markdown() -> str:
     lines = ["# Provenance of the embedded trace sets", "",
              "Written by `python -m traces.embed`; each set also carries this in its Parquet "
              "metadata (`clearsim traces list`). Numbers only: query ids, dataset, level, "
-             "subject, prompt tokens, per-sample completion tokens, correctness and truncation.",
+             "subject, prompt tokens, per-sample completion tokens, correctness and truncation. "
+             "The reasoning sets (`*_t0.6_k3`) also hold per-run forced-answer probes (from "
+             "raw/governor/probes_<model>_<dataset>.csv.gz, one every 64 tokens): position, answer "
+             "class id, certainty flag, verdict graded at import by math-verify against "
+             "raw/governor/targets.csv, and answer tokens; never the answer text. Their "
+             "metadata key `probes` holds the import report (docs/reasoning-traces.md).",
              "", "| trace set | model | decoding | source | licence | token counts |",
              "|---|---|---|---|---|---|"]
     for name, p in PROVENANCE.items():
