@@ -82,12 +82,15 @@ class Decisions:
 
 
 def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, target: float,
-                       dispatch, out: Decisions, gen_tokens: np.ndarray, rec: Recorder):
+                       dispatch, out: Decisions, gen_tokens: np.ndarray, rec: Recorder,
+                       exits=None):
     """SimPy process: decide each group at its time, record, dispatch the funded queries.
 
     ``gen_tokens`` is filled with min(cap, tokens needed) (at least 1 for a funded query) before
     dispatch, so the replicas know each request's length, as a real server learns it by
     generating.  Policies with ``wants_feedback`` hear of every completion through ``rec``.
+    With ``exits`` (a :class:`sim.early_exit.ExitLog`, for policies with an exit rule) the
+    length is where the request stops instead, its forced answers' tokens included.
     """
     needed = wl.tokens_needed
     if policy.wants_feedback:
@@ -112,4 +115,6 @@ def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, tar
         funded = idx[caps > 0]
         if len(funded):
             gen_tokens[funded] = np.maximum(np.minimum(caps[caps > 0], needed[funded]), 1)
+            if exits is not None:
+                gen_tokens[funded] = exits.lengths(funded, caps[caps > 0])
             dispatch(funded)
