@@ -92,12 +92,14 @@ def _runs(ok: np.ndarray, cont: np.ndarray) -> np.ndarray:
 
 
 def outcomes(pr: Probes, samples: np.ndarray, sample_tokens: np.ndarray,
-             sample_correct: np.ndarray, caps: np.ndarray, rule: ExitRule,
+             sample_correct: np.ndarray, caps: np.ndarray, rule: ExitRule | None,
              semantics: str = "hard-cap") -> Outcome:
     """Replay ``rule`` on runs ``samples`` (flat sample indices) with caps ``caps``.
 
     ``sample_tokens`` / ``sample_correct`` are those runs' recorded lengths and final verdicts.
-    A cap of 0 (abandoned) gives no tokens and a wrong verdict.
+    A cap of 0 (abandoned) gives no tokens and a wrong verdict.  ``rule=None`` replays a run
+    without early exit (no probe taken), which under ``forced-answer`` still pays and scores
+    the forced answer at the cap: the semantics alone, for policies without a rule.
     """
     if semantics not in SEMANTICS:
         raise ValueError(f"unknown semantics {semantics!r}")
@@ -121,11 +123,15 @@ def outcomes(pr: Probes, samples: np.ndarray, sample_tokens: np.ndarray,
     first[base[:-1][counts > 0]] = True
     prev = lambda a: np.concatenate([a[:1], a[:-1]])  # noqa: E731  (masked by ``first``)
     agree = _runs(ans >= 0, ~first & (prev(ans) >= 0) & (ans == prev(ans)))
-    hit = agree >= rule.k
-    if rule.certain:
-        hit |= _runs(cert, ~first & prev(cert)) >= rule.k
     taken = pos < limit[seg]
-    hit &= taken
+    if rule is None:
+        taken[:] = False
+        hit = taken
+    else:
+        hit = agree >= rule.k
+        if rule.certain:
+            hit |= _runs(cert, ~first & prev(cert)) >= rule.k
+        hit &= taken
 
     big = np.iinfo(np.int64).max
     exit_at = np.full(m, big, dtype=np.int64)
@@ -160,7 +166,7 @@ def outcomes(pr: Probes, samples: np.ndarray, sample_tokens: np.ndarray,
     return Outcome(exited, exit_position, np.where(caps > 0, tokens, 0), paid, probes, correct)
 
 
-def expected_accuracy(pr: Probes, ts, query: np.ndarray, caps: np.ndarray, rule: ExitRule,
+def expected_accuracy(pr: Probes, ts, query: np.ndarray, caps: np.ndarray, rule: ExitRule | None,
                       semantics: str = "hard-cap") -> np.ndarray:
     """Each query's accuracy at its cap under the rule, averaged over all its recorded runs
     (the early-exit counterpart of ``traces.curves.accuracy_at``; same mean as scoring the

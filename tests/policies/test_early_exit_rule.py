@@ -169,3 +169,16 @@ def test_k_one_exits_at_first_answer(k):
     run = seq([4] * 6)
     r = one(run, L=10_000, cap=10_000, rule=ExitRule(k))
     assert r["exit_position"] == 64 * k
+
+
+def test_no_rule_is_the_semantics_alone():
+    run = seq([7, 7, 7, 3, 3, 3])
+    r = one(run, L=400, cap=300, rule=None, correct=True)
+    assert not r["exited"] and r["tokens"] == 300 and r["probes"] == 0 and not r["correct"]
+    r = one(run, L=400, cap=300, rule=None, semantics="forced-answer")
+    # forced to answer at 300: the last probe at <= 300 is at 256 (answer 3, wrong), paid now
+    assert r["tokens"] == 305 and r["probes"] == 1 and not r["correct"]
+    r = one(run, L=400, cap=150, rule=None, semantics="forced-answer")
+    assert r["tokens"] == 155 and r["correct"]
+    r = one(run, L=400, cap=500, rule=None, correct=True, semantics="forced-answer")
+    assert r["tokens"] == 400 and r["correct"]  # finished within its cap: its own answer
