@@ -9,6 +9,14 @@ vectorised (see :mod:`traces.curves`).
 On disk a trace set is one Parquet file: one row per query with list columns for the samples,
 and the set's name and provenance as JSON in the file's key-value metadata (key ``clearsim``).
 No problem text and no model output is ever stored.
+
+Reasoning sets may also carry *probes* (optional, ``None`` otherwise): forced answers taken
+every so many tokens of a run, each reduced to numbers at import (its position, an answer class
+id within the query, the source's certainty flag, the grader's verdict and the forced answer's
+own length).  They are flat over all probes with CSR offsets over the flat samples, so sample
+``s`` owns ``probe_*[probe_offsets[s]:probe_offsets[s+1]]`` ordered by position.  On disk they
+are per-query list columns (the query's probes, sample after sample) plus ``sample_probes``
+(probes per sample); files without these columns read as sets without probes.
 """
 
 from __future__ import annotations
@@ -33,6 +41,17 @@ UNKNOWN_LEVEL = -1
 #: The recording cap is optional; -1 stands for "not stated".
 UNKNOWN_CAP = -1
 
+#: The optional per-probe arrays, their dtypes and Parquet types (see the module docstring).
+PROBE_FIELDS: dict[str, tuple[type, pa.DataType]] = {
+    "probe_position": (np.int32, pa.int32()),
+    "probe_answer": (np.int32, pa.int32()),
+    "probe_certain": (np.bool_, pa.bool_()),
+    "probe_correct": (np.bool_, pa.bool_()),
+    "probe_out_tokens": (np.int32, pa.int32()),
+}
+#: Keys of a sample's ``probes`` dict in :meth:`TraceSet.from_records`, per probe field.
+PROBE_RECORD_KEYS = {f: f.removeprefix("probe_") for f in PROBE_FIELDS}
+
 
 @dataclass(frozen=True, eq=False)
 class TraceSet:
@@ -54,6 +73,13 @@ class TraceSet:
     sample_tokens: np.ndarray  # int64
     sample_correct: np.ndarray  # bool
     sample_truncated: np.ndarray  # bool
+    # optional probes (None for sets without them), see the module docstring
+    probe_offsets: np.ndarray | None = None  # int64, length n_samples + 1
+    probe_position: np.ndarray | None = None  # int32, reasoning tokens before the probe
+    probe_answer: np.ndarray | None = None  # int32, answer class id within the query; -1 = none
+    probe_certain: np.ndarray | None = None  # bool, the source's certainty flag
+    probe_correct: np.ndarray | None = None  # bool, graded at import against the reference
+    probe_out_tokens: np.ndarray | None = None  # int32, tokens of the forced answer itself
     _cache: dict = field(default_factory=dict, repr=False)
 
     # ----------------------------------------------------------------- shape
@@ -74,6 +100,24 @@ class TraceSet:
             )
         return self._cache["sample_query"]
 
+    @property
+    def has_probes(self) -> bool:
+        return self.probe_offsets is not None
+
+    def probe_arrays(self) -> dict:
+        """The optional probe fields as keyword arguments (all None without probes)."""
+        return {"probe_offsets": self.probe_offsets,
+                **{f: getattr(self, f) for f in PROBE_FIELDS}}
+
+    @property
+    def probe_sample(self) -> np.ndarray:
+        """Index of the flat sample each flat probe belongs to (needs probes)."""
+        if "probe_sample" not in self._cache:
+            self._cache["probe_sample"] = np.repeat(
+                np.arange(len(self.sample_tokens), dtype=np.int64), np.diff(self.probe_offsets)
+            )
+        return self._cache["probe_sample"]
+
     def datasets(self) -> list[str]:
         return sorted(set(self.dataset.tolist()))
 
@@ -85,6 +129,19 @@ class TraceSet:
         offsets = np.zeros(len(records) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         flat = [s for r in records for s in r["samples"]]
+        probes = {}
+        if any("probes" in s for s in flat):
+            # a sample without a "probes" entry has none; the importer decides if that is allowed
+            got = [s.get("probes") or {} for s in flat]
+            n = np.array([len(g.get("position", ())) for g in got], dtype=np.int64)
+            probes["probe_offsets"] = np.zeros(len(flat) + 1, dtype=np.int64)
+            np.cumsum(n, out=probes["probe_offsets"][1:])
+            for f, (dt, _) in PROBE_FIELDS.items():
+                key = PROBE_RECORD_KEYS[f]
+                parts = [np.asarray(g.get(key, ()), dtype=dt) for g in got]
+                if any(len(a) != k for a, k in zip(parts, n)):
+                    raise ValueError(f"probe field {key!r} is not as long as 'position'")
+                probes[f] = np.concatenate(parts) if parts else np.zeros(0, dtype=dt)
         return cls(
             name=name,
             meta=dict(meta),
@@ -104,6 +161,7 @@ class TraceSet:
             sample_tokens=np.array([s["tokens"] for s in flat], dtype=np.int64),
             sample_correct=np.array([s["correct"] for s in flat], dtype=bool),
             sample_truncated=np.array([s.get("truncated", False) for s in flat], dtype=bool),
+            **probes,
         )
 
     @classmethod
@@ -116,6 +174,18 @@ class TraceSet:
         for p in parts:
             offsets.append(p.offsets[1:] + base)
             base += int(p.offsets[-1])
+        probes = {}
+        # probes survive only if every part has them: a part without probes cannot be given
+        # forced answers, and the stacked set then has none (forced-answer refuses it by name)
+        if all(p.has_probes for p in parts):
+            poff = [np.zeros(1, dtype=np.int64)]
+            base = 0
+            for p in parts:
+                poff.append(p.probe_offsets[1:] + base)
+                base += int(p.probe_offsets[-1])
+            probes["probe_offsets"] = np.concatenate(poff)
+            for f in PROBE_FIELDS:
+                probes[f] = np.concatenate([getattr(p, f) for p in parts])
         return cls(
             name=name,
             meta={"parts": [{"name": p.name, **p.meta} for p in parts]},
@@ -129,6 +199,7 @@ class TraceSet:
             sample_tokens=np.concatenate([p.sample_tokens for p in parts]),
             sample_correct=np.concatenate([p.sample_correct for p in parts]),
             sample_truncated=np.concatenate([p.sample_truncated for p in parts]),
+            **probes,
         )
 
     def subset(self, rows: np.ndarray) -> "TraceSet":
@@ -139,6 +210,15 @@ class TraceSet:
         np.cumsum(counts, out=offsets[1:])
         starts = self.offsets[rows]
         flat = np.repeat(starts - offsets[:-1], counts) + np.arange(offsets[-1])
+        probes = {}
+        if self.has_probes:
+            pcounts = np.diff(self.probe_offsets)[flat]
+            poff = np.zeros(len(flat) + 1, dtype=np.int64)
+            np.cumsum(pcounts, out=poff[1:])
+            pflat = np.repeat(self.probe_offsets[flat] - poff[:-1], pcounts) + np.arange(poff[-1])
+            probes["probe_offsets"] = poff
+            for f in PROBE_FIELDS:
+                probes[f] = getattr(self, f)[pflat]
         return TraceSet(
             name=self.name,
             meta=self.meta,
@@ -152,6 +232,7 @@ class TraceSet:
             sample_tokens=self.sample_tokens[flat],
             sample_correct=self.sample_correct[flat],
             sample_truncated=self.sample_truncated[flat],
+            **probes,
         )
 
     # ------------------------------------------------------------- storage
@@ -174,6 +255,16 @@ class TraceSet:
                 "sample_truncated": lists(self.sample_truncated, pa.bool_()),
             }
         )
+        if self.has_probes:
+            counts = np.diff(self.probe_offsets)
+            table = table.append_column("sample_probes", lists(counts, pa.int32()))
+            # a query's probes, sample after sample: list offsets are the probe offsets at the
+            # query boundaries
+            qoff = pa.array(self.probe_offsets[self.offsets], type=pa.int32())
+            for f, (_, typ) in PROBE_FIELDS.items():
+                table = table.append_column(
+                    f, pa.ListArray.from_arrays(qoff, pa.array(getattr(self, f), type=typ))
+                )
         meta = {"format_version": FORMAT_VERSION, "name": self.name, "meta": self.meta}
         return table.replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True)})
 
@@ -211,6 +302,28 @@ class TraceSet:
         offsets, tokens = flat("sample_tokens")
         _, correct = flat("sample_correct")
         _, truncated = flat("sample_truncated")
+        probes = {}
+        if "sample_probes" in table.column_names:
+            missing = [f for f in PROBE_FIELDS if f not in table.column_names]
+            _, counts = flat("sample_probes")
+            poff = np.zeros(len(counts) + 1, dtype=np.int64)
+            np.cumsum(counts, out=poff[1:])
+            probes["probe_offsets"] = poff
+            for f, (dt, _) in PROBE_FIELDS.items():
+                if f in missing:
+                    break
+                qoff, values = flat(f)
+                if len(values) != poff[-1] or not np.array_equal(qoff, poff[offsets]):
+                    missing.append(f)
+                    break
+                probes[f] = values.astype(dt)
+            if missing or len(counts) != len(tokens):
+                raise UserError(
+                    f"probe columns inconsistent ({', '.join(missing) or 'sample_probes'}); "
+                    "re-import it with 'clearsim traces import'",
+                    where=str(path),
+                    field=(missing or ["sample_probes"])[0],
+                )
         return cls(
             name=info["name"],
             meta=info.get("meta", {}),
@@ -224,4 +337,5 @@ class TraceSet:
             sample_tokens=tokens.astype(np.int64),
             sample_correct=correct.astype(bool),
             sample_truncated=truncated.astype(bool),
+            **probes,
         )
