@@ -27,11 +27,11 @@ raw/governor/targets.csv by the project's math-verify grader
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,27 +57,6 @@ POLICIES = [
 
 
 # --------------------------------------------------------------------------------- data
-def _probe_fields_in_schema() -> bool:
-    return "probe_offsets" in TraceSet.__dataclass_fields__
-
-
-if _probe_fields_in_schema():
-    Probed = TraceSet
-else:
-    @dataclass(frozen=True, eq=False)
-    class Probed(TraceSet):  # the agreed probe fields, until traces.schema carries them
-        probe_offsets: np.ndarray | None = None
-        probe_position: np.ndarray | None = None
-        probe_answer: np.ndarray | None = None
-        probe_certain: np.ndarray | None = None
-        probe_correct: np.ndarray | None = None
-        probe_out_tokens: np.ndarray | None = None
-
-        @property
-        def has_probes(self) -> bool:
-            return self.probe_offsets is not None
-
-
 def _shared() -> Path:
     return Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -124,29 +103,13 @@ def _from_shared(model: str, dataset: str, grader, log) -> TraceSet:
     np.cumsum(counts, out=off[1:])
     log(f"{gen.stem}: {len(pr)} probes graded ({len(uniq)} distinct answers), "
         f"{skipped} without a run skipped, {int((counts == 0).sum())} runs without probes")
-    fields = {f: getattr(base, f) for f in TraceSet.__dataclass_fields__ if f != "_cache"}
-    return Probed(**fields, probe_offsets=off,
-                  probe_position=pr.token_position.to_numpy().astype(np.int32),
-                  probe_answer=np.array([cls_of[p] for p in pairs], dtype=np.int32),
-                  probe_certain=pr.is_certain.astype(str).str.lower().eq("true").to_numpy(),
-                  probe_correct=np.array([ok_of[p] for p in pairs], dtype=bool),
-                  probe_out_tokens=pr.probe_out_tokens.to_numpy().astype(np.int32))
-
-
-def _concat(name: str, parts: list[TraceSet]) -> TraceSet:
-    if _probe_fields_in_schema():
-        return TraceSet.concat(name, parts)
-    ts = TraceSet.concat(name, parts)
-    off = [np.zeros(1, dtype=np.int64)]
-    base = 0
-    for p in parts:
-        off.append(p.probe_offsets[1:] + base)
-        base += int(p.probe_offsets[-1])
-    cat = lambda f: np.concatenate([getattr(p, f) for p in parts])  # noqa: E731
-    fields = {f: getattr(ts, f) for f in TraceSet.__dataclass_fields__ if f != "_cache"}
-    return Probed(**fields, probe_offsets=np.concatenate(off), probe_position=cat("probe_position"),
-                  probe_answer=cat("probe_answer"), probe_certain=cat("probe_certain"),
-                  probe_correct=cat("probe_correct"), probe_out_tokens=cat("probe_out_tokens"))
+    return dataclasses.replace(
+        base, _cache={}, probe_offsets=off,
+        probe_position=pr.token_position.to_numpy().astype(np.int32),
+        probe_answer=np.array([cls_of[p] for p in pairs], dtype=np.int32),
+        probe_certain=pr.is_certain.astype(str).str.lower().eq("true").to_numpy(),
+        probe_correct=np.array([ok_of[p] for p in pairs], dtype=bool),
+        probe_out_tokens=pr.probe_out_tokens.to_numpy().astype(np.int32))
 
 
 def reasoning_traces(model: str = "deepseek-r1-distill-qwen-7b", log=None) -> tuple[TraceSet, str]:
@@ -164,7 +127,7 @@ def reasoning_traces(model: str = "deepseek-r1-distill-qwen-7b", log=None) -> tu
 
     grader = MathGrader()
     parts = [_from_shared(model, d, grader, log) for d in DATASETS]
-    return _concat("+".join(names), parts), ("read from ../shared/data (generations/*_t0.6_k3 and "
+    return TraceSet.concat("+".join(names), parts), ("read from ../shared/data (generations/*_t0.6_k3 and "
                                              "raw/governor probes, graded here by math-verify)")
 
 

@@ -1,33 +1,13 @@
-"""Hand-built trace sets with forced-answer probes, in the agreed layout (probe_* arrays, CSR
-over flat samples; docs/reasoning.md).  Uses ``traces.schema.TraceSet`` itself once it carries
-the probe fields, a faithful local stand-in until then."""
+"""Hand-built trace sets with forced-answer probes (``traces.schema.TraceSet``'s probe arrays,
+CSR over flat samples), for the early-exit tests."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 
 import numpy as np
 
 from traces.schema import TraceSet
-
-PROBE_FIELDS = ("probe_offsets", "probe_position", "probe_answer", "probe_certain",
-                "probe_correct", "probe_out_tokens")
-
-if all(f in TraceSet.__dataclass_fields__ for f in PROBE_FIELDS):
-    Probed = TraceSet
-else:
-    @dataclass(frozen=True, eq=False)
-    class Probed(TraceSet):
-        probe_offsets: np.ndarray | None = None
-        probe_position: np.ndarray | None = None
-        probe_answer: np.ndarray | None = None
-        probe_certain: np.ndarray | None = None
-        probe_correct: np.ndarray | None = None
-        probe_out_tokens: np.ndarray | None = None
-
-        @property
-        def has_probes(self) -> bool:
-            return self.probe_offsets is not None
 
 
 def probed_traces(queries, *, out_tokens=5, right=7, certain=False) -> TraceSet:
@@ -42,7 +22,6 @@ def probed_traces(queries, *, out_tokens=5, right=7, certain=False) -> TraceSet:
     np.cumsum([len(a) for a in answers], out=off[1:])
     ans = np.concatenate(answers) if answers else np.zeros(0, np.int32)
     pos = np.concatenate([64 * np.arange(1, len(a) + 1, dtype=np.int32) for a in answers])
-    fields = {f: getattr(base, f) for f in TraceSet.__dataclass_fields__ if f != "_cache"}
-    return Probed(**fields, probe_offsets=off, probe_position=pos, probe_answer=ans,
+    return dataclasses.replace(base, _cache={}, probe_offsets=off, probe_position=pos, probe_answer=ans,
                   probe_certain=np.full(len(ans), certain), probe_correct=ans == right,
                   probe_out_tokens=np.full(len(ans), out_tokens, dtype=np.int32))
