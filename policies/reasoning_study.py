@@ -122,7 +122,7 @@ def reasoning_traces(model: str = "deepseek-r1-distill-qwen-7b", log=None) -> tu
     if all(n in known for n in names):
         parts = [load_trace_set(n) for n in names]
         if all(getattr(p, "has_probes", False) for p in parts):
-            return TraceSet.concat("+".join(names), parts), "embedded trace sets " + ", ".join(names)
+            return TraceSet.concat("+".join(names), parts), "trace sets " + ", ".join(names)
     from traces.collect.grading import MathGrader
 
     grader = MathGrader()
@@ -198,6 +198,31 @@ def study_rows(ts: TraceSet, *, seeds: int, rate: float, queries: int, budgets=B
     return {k: dict(zip(keys, np.mean(v, axis=0))) for k, v in acc.items()}
 
 
+K_SWEEP = (3, 5, 10, 15, 20, 30, 50)
+
+
+def k_sweep(ts: TraceSet, caps=(2000, 4000, 16000), ks=K_SWEEP) -> list[str]:
+    """Markdown lines: the exit rule replayed on every recorded run (no serving, no
+    allocation), accuracy / mean tokens / share exited per k at a few uniform caps."""
+    from sim.early_exit import ExitRule, Probes, outcomes
+
+    pr = Probes.of(ts)
+    flat = np.arange(len(ts.sample_tokens))
+    head = "| k | " + " | ".join(f"{c:,}: {s}" for c in caps for s in SEMANTICS) + " |"
+    lines = ["### Early exit by k, every recorded run at a uniform cap (accuracy / tokens / "
+             "exited)", "", head, "|---" * (1 + 2 * len(caps)) + "|"]
+    for k in (None, *ks):
+        cells = []
+        for c in caps:
+            for sem in SEMANTICS:
+                o = outcomes(pr, flat, ts.sample_tokens, ts.sample_correct,
+                             np.full(len(flat), c), None if k is None else ExitRule(k), sem)
+                cells.append(f"{o.correct.mean():.3f} / {o.tokens.mean():,.0f} / "
+                             f"{o.exited.mean():.0%}")
+        lines.append(f"| {'none' if k is None else k} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def reasoning(seeds: int = 3, rate: float = 2.0, queries: int = 1000,
               model: str = "deepseek-r1-distill-qwen-7b", budgets=BUDGETS) -> str:
     """Markdown: per semantics a table per budget; the winners; the 3x check."""
@@ -244,7 +269,7 @@ def reasoning(seeds: int = 3, rate: float = 2.0, queries: int = 1000,
             ratio = lambda x: "-" if u == 0 else f"{x / u:.2f}x"  # noqa: E731
             lines.append(f"| {sem} | {b:,} | {u:.3f} | {c:.3f} | {ratio(c)} | {best} {bb:.3f} "
                          f"| {ratio(bb)} | {o:.3f} | {ratio(o)} |")
-    lines += ["", f"(regenerated in {time.perf_counter() - t0:.0f} s)"]
+    lines += ["", *k_sweep(ts), "", f"(regenerated in {time.perf_counter() - t0:.0f} s)"]
     return "\n".join(lines) + "\n"
 
 

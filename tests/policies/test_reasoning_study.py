@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies.reasoning_study import POLICIES, SEMANTICS, study_rows
+from policies.reasoning_study import POLICIES, SEMANTICS, k_sweep, study_rows
 from probed import probed_traces
 
 
@@ -34,3 +34,12 @@ def test_study_rows_on_a_toy_set():
         # the rule saves tokens against the same uniform caps (probes cost 4 tokens each)
         assert rows[("hard-cap", "early-exit k=3", b)]["tokens"] < rows[("hard-cap", "uniform", b)]["tokens"]
         assert rows[("hard-cap", "early-exit k=3", b)]["exited"] > 0
+
+
+def test_k_sweep_table():
+    ts = probed_traces([[(900, True, [1, 7, 7, 7, 7]), (300, False, [2, 2, 2, 2])]], out_tokens=3)
+    lines = k_sweep(ts, caps=(200, 1000), ks=(2,))
+    assert len(lines) == 4 + 2  # title, blank, head, rule; no rule and k = 2
+    # k = 2 at cap 1000: run 1 exits at 192 on 7 (right), run 2 at 128 on 2 (wrong)
+    cells = lines[-1].split(" | ")
+    assert cells[3] == "0.500 / 168 / 100%"  # tokens (192 + 3 x 3 + 128 + 2 x 3) / 2 = 167.5
