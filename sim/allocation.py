@@ -86,13 +86,13 @@ def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, tar
                        exits=None):
     """SimPy process: decide each group at its time, record, dispatch the funded queries.
 
-    ``gen_tokens`` is filled with min(cap, tokens needed) (at least 1 for a funded query) before
+    ``gen_tokens`` is filled with min(cap, tokens needed) (plus a forced answer's tokens under
+    ``traces.semantics: forced-answer``; at least 1 for a funded query) before
     dispatch, so the replicas know each request's length, as a real server learns it by
     generating.  Policies with ``wants_feedback`` hear of every completion through ``rec``.
     With ``exits`` (a :class:`sim.early_exit.ExitLog`, for policies with an exit rule) the
     length is where the request stops instead, its forced answers' tokens included.
     """
-    needed = wl.tokens_needed
     if policy.wants_feedback:
         rec.listeners.append(
             lambda idx, now: policy.on_finished(out.budget[idx], gen_tokens[idx], now))
@@ -114,7 +114,8 @@ def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, tar
             out.shadow_price[idx] = alloc.shadow_price
         funded = idx[caps > 0]
         if len(funded):
-            gen_tokens[funded] = np.maximum(np.minimum(caps[caps > 0], needed[funded]), 1)
-            if exits is not None:
+            if exits is None:
+                gen_tokens[funded] = wl.generated_tokens(funded, caps[caps > 0])
+            else:
                 gen_tokens[funded] = exits.lengths(funded, caps[caps > 0])
             dispatch(funded)

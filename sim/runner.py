@@ -67,10 +67,11 @@ def load_traces(sc: dict, where: str | None = None) -> TraceSet:
 
 def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float,
                     timeseries: list | None = None, interval_s: float = 1.0,
-                    semantics: str = "hard-cap", where: str | None = None) -> tuple[pd.DataFrame, float]:
+                    semantics: str | None = None, where: str | None = None) -> tuple[pd.DataFrame, float]:
     """One policy against the workload: its rows of queries.parquet and GPU busy seconds
     (and, if ``timeseries`` is a list, its engine time series appended as a DataFrame).
-    ``semantics`` (``traces.semantics``) is how a policy's early exit scores a capped run."""
+    ``semantics`` (``traces.semantics``; None = the workload's) is how a policy's early exit
+    scores a capped run."""
     n = wl.n
     env = simpy.Environment()
     rec = Recorder(n)
@@ -78,7 +79,8 @@ def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float,
     gen = np.zeros(n, dtype=np.int64)
     replicas = [Replica(env, cfg, wl.prompt_tokens, gen, rec, r) for r in range(cfg.replicas)]
     router = Router(replicas, cfg.routing)
-    exits = None if policy.exit_rule is None else ExitLog(wl, policy.exit_rule, semantics, where)
+    exits = None if policy.exit_rule is None else ExitLog(wl, policy.exit_rule,
+                                                          semantics or wl.semantics, where)
     env.process(allocation_process(env, policy, wl, target, router.dispatch, dec, gen, rec, exits))
     env.run()
     budget = dec.budget
@@ -97,7 +99,7 @@ def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float,
         "budget": budget,
         "tokens_needed": needed,
         "tokens_generated": gen,
-        "correct": wl.sample_correct & (needed <= budget) & ~abandoned,
+        "correct": wl.outcome(budget)[0] & ~abandoned,
         "expected_accuracy": wl.expected_accuracy(budget),
         "abandoned": abandoned,
         "tau_true": wl.tau_true,
@@ -158,8 +160,7 @@ def simulate(scenario: str | dict = "default", **overrides) -> RunResult:
         policy = REGISTRY[spec["name"]](params, policy_context(REGISTRY[spec["name"]], ctx, wl, sc),
                                         spec["label"])
         rows, busy = simulate_policy(policy, wl, cfg, sc["budget"], series,
-                                     sc["engine"]["timeseries_s"],
-                                     sc["traces"].get("semantics", "hard-cap"), where)
+                                     sc["engine"]["timeseries_s"], where=where)
         frames.append(rows)
         results.append(summarise(rows, gpu_busy_s=busy, replicas=cfg.replicas, slo=sc.get("slo")))
     summary = {

@@ -19,7 +19,8 @@ from sim.arrivals import PROCESSES, TRACE_ALIASES, _schedule_ok, check_arrivals
 from sim.errors import UserError
 from sim.presets import presets
 from sim.spec import REQUIRED, Field, check, non_negative, positive, read_yaml
-from traces.pools import POOL_EDGES, STREAMS
+from traces.curves import SEMANTICS
+from traces.pools import EDGE_PRESETS, POOL_EDGES, REASONING_EDGES, STREAMS
 from traces.predictors import PREDICTOR_SPEC
 
 
@@ -30,6 +31,9 @@ def _sets(v) -> str | None:
 
 
 def _edges(v) -> str | None:
+    if isinstance(v, str):
+        return None if v in EDGE_PRESETS else (f"expected [easy_max, medium_max] or one of "
+                                               f"{', '.join(EDGE_PRESETS)}")
     ok = (len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
           and 0 < v[0] < v[1])
     return None if ok else "expected two increasing positive token counts [easy_max, medium_max]"
@@ -45,10 +49,16 @@ TRACES_SPEC = {
                     choices=tuple(STREAMS)),
     "pools": Field((dict,), None, "weight per difficulty pool {easy, medium, hard} (exact "
                    "counts; instead of stream)", nullable=True),
-    "pool_edges": Field((list,), list(POOL_EDGES), "tau edges (tokens) between the easy, "
-                        "medium and hard pools", check=_edges),
+    "pool_edges": Field((list, str), None, "tau edges (tokens) between the easy, medium and "
+                        "hard pools: [easy_max, medium_max], a preset (short = "
+                        f"{list(POOL_EDGES)}, reasoning = {list(REASONING_EDGES)}) or null = "
+                        "the preset the trace sets name (reasoning sets: reasoning)",
+                        nullable=True, check=_edges),
     "outcomes": Field((str,), "empirical", "hidden outcomes: recorded samples or draws from "
                       "the fitted curves", choices=("empirical", "fitted")),
+    "semantics": Field((str,), "hard-cap", "what a run stopped at its cap answers: hard-cap "
+                       "(wrong) or forced-answer (its last recorded probe; needs sets with "
+                       "probes, see docs/reasoning-traces.md)", choices=SEMANTICS),
 }
 ARRIVALS_SPEC = {
     "process": Field((str,), "poisson", "arrival process (see docs/engine.md)", choices=PROCESSES),

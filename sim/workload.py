@@ -21,9 +21,9 @@ import numpy as np
 from policies.base import QueryView
 from sim.arrivals import make_arrivals, poisson
 from sim.errors import UserError
-from traces.curves import accuracy_at, true_tau
+from traces.curves import accuracy_at, check_semantics, forced_probe, true_tau
 from traces.fit import CurveFit, draw_outcomes, fit_curves
-from traces.pools import POOL_EDGES, STREAMS, check_pool_weights, draw_stream, pool_of
+from traces.pools import STREAMS, check_pool_weights, draw_stream, edges_for, pool_of
 from traces.predictors import predict_tau
 from traces.schema import TraceSet
 
@@ -42,6 +42,8 @@ class Workload:
     correct: np.ndarray | None = None
     #: Prompt lengths recorded with a replayed arrival trace (``arrivals.trace_prompts``).
     prompt: np.ndarray | None = None
+    #: ``traces.semantics``: what a run stopped at its cap answers (see traces.curves).
+    semantics: str = "hard-cap"
 
     @property
     def n(self) -> int:
@@ -84,7 +86,34 @@ class Workload:
         """Each arrival's true curve at its budget (the fitted curve under fitted outcomes)."""
         if self.curves is not None:
             return self.curves.accuracy_at(self.query, budget)
-        return accuracy_at(self.traces, self.query, budget)
+        return accuracy_at(self.traces, self.query, budget, self.semantics)
+
+    def outcome(self, budget: np.ndarray, idx: np.ndarray | slice = slice(None)
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Arrivals ``idx`` at their caps ``budget``: is the answer correct, and how many extra
+        tokens the forced answer takes (hidden from policies).
+
+        hard-cap: correct iff the sample is correct and needs <= budget tokens; no extra.
+        forced-answer: a sample that does not finish answers with its last probe at or below
+        the cap (its verdict, plus that probe's answer tokens); none: wrong, no extra tokens.
+        """
+        budget = np.asarray(budget)
+        needed = self.tokens_needed[idx]
+        done = needed <= budget
+        correct = self.sample_correct[idx]
+        if self.semantics == "hard-cap":
+            return correct & done & (budget > 0), np.zeros(len(needed), dtype=np.int64)
+        k = forced_probe(self.traces, self.sample[idx], budget)
+        cut = ~done & (k >= 0) & (budget > 0)
+        kk = np.maximum(k, 0)
+        correct = np.where(done, correct, cut & self.traces.probe_correct[kk]) & (budget > 0)
+        return correct, np.where(cut, self.traces.probe_out_tokens[kk], 0).astype(np.int64)
+
+    def generated_tokens(self, idx: np.ndarray, caps: np.ndarray) -> np.ndarray:
+        """Tokens funded arrivals ``idx`` generate under ``caps``: min(cap, needed), plus the
+        forced answer's tokens under forced-answer, at least 1."""
+        extra = self.outcome(caps, idx)[1]
+        return np.maximum(np.minimum(caps, self.tokens_needed[idx]) + extra, 1)
 
     def view(self, idx: np.ndarray) -> QueryView:
         """What a server knows about arrivals ``idx``: no outcome, no true threshold."""
@@ -144,6 +173,11 @@ def build_workload(
     ``pool_edges``, ``outcomes``); None means dataset mix and recorded samples.
     """
     spec = spec or {}
+    semantics = spec.get("semantics", "hard-cap")
+    check_semantics(ts, semantics, where)
+    if semantics != "hard-cap" and spec.get("outcomes", "empirical") == "fitted":
+        raise UserError("forced answers come from recorded probes; fitted outcomes have none: "
+                        "use traces.outcomes: empirical", where=where, field="traces.semantics")
     probs = mix_weights(ts, mix, where)
     s_arr, s_query, s_sample, s_pred = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
@@ -164,7 +198,7 @@ def build_workload(
     if weights is None:
         query = s_query.choice(ts.n_queries, size=n_queries, p=probs)
     else:
-        pool = pool_of(tau_of(ts), spec.get("pool_edges") or POOL_EDGES)
+        pool = pool_of(tau_of(ts), edges_for(spec.get("pool_edges"), ts.meta, where))
         query = draw_stream(pool, n_queries, weights, s_query, within=probs, where=where)
     tokens = correct = None
     if curves is None:
@@ -173,7 +207,8 @@ def build_workload(
     else:
         tokens, correct, sample = draw_outcomes(ts, curves, query, s_sample)
     tau_pred = predict_tau(ts, query, predictor, s_pred, tau_of=tau_of, where=where)
-    return Workload(ts, arrival, query, sample, tau_pred, curves, tokens, correct, prompt)
+    return Workload(ts, arrival, query, sample, tau_pred, curves, tokens, correct, prompt,
+                    semantics)
 
 
 def stream_weights(spec: dict, where: str | None = None) -> dict[str, float] | None:

@@ -162,6 +162,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 def import_traces(fmt: str, path: str | os.PathLike, name: str, *, tokenizer=None,
                   dataset: str | None = None, max_tokens: int | None = None,
                   model: str | None = None, decoding: str | None = None,
+                  probes: str | os.PathLike | None = None,
+                  targets: str | os.PathLike | None = None,
                   force: bool = False) -> Path:
     """Import a recording into ``$CLEARSIM_HOME/traces/NAME.parquet`` (all or nothing).
 
@@ -169,8 +171,10 @@ def import_traces(fmt: str, path: str | os.PathLike, name: str, *, tokenizer=Non
     ours, such as the collector's output from a GPU machine, with its ``NAME.samples.jsonl``
     sidecar when present); ``tokenizer`` (qwen-harness only) is a
     Hugging Face tokenizer name or an object with ``encode``; ``model`` and ``decoding`` are
-    recorded as provenance.  An existing set of that name (imported or embedded) is only
-    replaced with ``force``.
+    recorded as provenance.  ``probes`` and ``targets`` (generations only): the run's
+    forced-answer probes (``probes_<model>_<dataset>.csv.gz``) and reference answers, graded
+    at import with math-verify (:mod:`traces.probes`).  An existing set of that name
+    (imported or embedded) is only replaced with ``force``.
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown format '{fmt}'; allowed: {', '.join(FORMATS)}", field="FORMAT")
@@ -185,6 +189,9 @@ def import_traces(fmt: str, path: str | os.PathLike, name: str, *, tokenizer=Non
                         "another --name or pass --force to replace (or shadow) it", field="--name")
     meta = {k: v for k, v in (("model", model), ("decoding", decoding)) if v}
     meta["imported_from"] = str(Path(path).resolve())
+    if (probes is not None or targets is not None) and fmt != "generations":
+        raise UserError("--probes and --targets go with the generations format",
+                        field="--probes" if probes is not None else "--targets")
     if fmt == "clearsim":
         src = TraceSet.read(path)
         ts = dataclasses.replace(src, name=name, meta={**src.meta, **meta})
@@ -198,7 +205,7 @@ def import_traces(fmt: str, path: str | os.PathLike, name: str, *, tokenizer=Non
         if tokenizer is not None:
             raise UserError("the generations format already holds token counts; drop --tokenizer",
                             field="--tokenizer")
-        ts = import_generations(path, name, meta)
+        ts = import_generations(path, name, meta, probes=probes, targets=targets)
     else:
         if not Path(path).is_file():  # before loading a tokenizer (slow, maybe a download)
             raise UserError("file not found", where=str(path))

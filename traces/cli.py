@@ -39,9 +39,28 @@ def cmd_traces_import(args) -> int:
 
     path = import_traces(args.format, args.path, args.name, tokenizer=args.tokenizer,
                          dataset=args.dataset, max_tokens=args.max_tokens, model=args.model,
-                         decoding=args.decoding, force=args.force)
+                         decoding=args.decoding, probes=args.probes, targets=args.targets,
+                         force=args.force)
     print(f"imported {args.name} -> {path}")
+    if args.probes:
+        from traces.schema import TraceSet
+
+        print(format_probe_report(TraceSet.read(path).meta["probes"]))
     return 0
+
+
+def format_probe_report(p: dict) -> str:
+    """The probe import's counts, skips and figures, for the terminal (all are in the meta)."""
+    a, g = p["final_agreement"], p["gain"]
+    lines = [f"probes: {p['probes_kept']} kept of {p['probes_read']} read; {p['runs']} runs, "
+             f"{p['runs_without_probes']} without probes ({p['runs_mismatched']} whose probes "
+             "run past the run's end were dropped)",
+             f"grader vs source on the last probe: {a['agree']}/{a['runs']} agree "
+             f"({a['rate']}); finished runs {a['agree_finished']}/{a['runs_finished']}",
+             "mean accuracy at " + ", ".join(
+                 f"{b}: {h:.3f} -> {f:.3f}" for b, h, f in
+                 zip(g["budgets"], g["hard_cap"], g["forced_answer"])) + " (hard cap -> forced answer)"]
+    return "\n".join(lines)
 
 
 def cmd_traces_fit(args) -> int:
@@ -123,6 +142,12 @@ def register(sub) -> None:
                    help="qwen-harness: the recording cap; completions this long are truncated")
     q.add_argument("--model", default=None, help="provenance: the model that generated it")
     q.add_argument("--decoding", default=None, help="provenance: decoding (e.g. 'greedy')")
+    q.add_argument("--probes", metavar="PROBES.csv.gz", default=None,
+                   help="generations: the runs' forced-answer probes (query_id, seed, "
+                   "token_position, probe_answer, is_certain, probe_out_tokens), graded at "
+                   "import with math-verify; needs --targets")
+    q.add_argument("--targets", metavar="TARGETS.csv", default=None,
+                   help="generations with --probes: reference answers (query_id, target)")
     q.add_argument("--force", action="store_true",
                    help="replace an imported set (or shadow an embedded one) of the same name")
     q.set_defaults(func=cmd_traces_import)

@@ -55,6 +55,34 @@ for _ds in ("gaokao2023en", "minerva_math", "olympiadbench"):
     }
 
 
+_GOVERNOR = ("Antony-zdh/Governor @ 6a22a59 (a fork of hao-ai-lab/Dynasor), benchmark/FalseConsensus/"
+             "results/governor_v2{,_scale_dev}/*/main/traj/problem_N.json and "
+             "*/dense_simple32/probes.csv")
+_REASONING_MODELS = {
+    "deepseek-r1-distill-qwen-7b": "DeepSeek-R1-Distill-Qwen-7B",
+    "deepseek-r1-distill-qwen-32b": "DeepSeek-R1-Distill-Qwen-32B",
+    "deepseek-r1-distill-llama-8b": "DeepSeek-R1-Distill-Llama-8B",
+    "qwen3-8b": "Qwen3-8B (thinking mode)",
+}
+#: The reasoning sets: generations/<name>.jsonl + raw/governor/probes_<model>_<dataset>.csv.gz.
+REASONING: dict[str, dict] = {}
+for _m, _model in _REASONING_MODELS.items():
+    for _ds in ("aime24", "amc23", "math500"):
+        REASONING[f"{_m}_{_ds}_t0.6_k3"] = {
+            "model": _model,
+            "decoding": "T=0.6, top_p=0.95, 3 samples (6 on a subset for some models), cap "
+                        + ("32,768" if _ds == "aime24" else "16,384") + " new tokens",
+            "source": _GOVERNOR,
+            "licence": "MIT",
+            "tokens": "the run's own decode-token count (the model's tokenizer, exact)",
+            "probes": "forced answer every 64 tokens (up to 32 tokens each), graded at import "
+                      "by math-verify against raw/governor/targets.csv; only class ids and "
+                      "flags kept, never the text",
+            "pool_edges": "reasoning",
+        }
+PROVENANCE.update(REASONING)
+
+
 def provenance_markdown() -> str:
     """``traces/data/PROVENANCE.md``: where every embedded set comes from (same as its meta)."""
     lines = ["# Provenance of the embedded trace sets", "",
@@ -69,15 +97,41 @@ def provenance_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_embedded(generations_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """Import every known recording in ``generations_dir`` into ``out_dir`` (the package data)."""
+def reasoning_sources(governor_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """(probes file, targets file) of the reasoning set ``name`` in ``raw/governor``."""
+    model_ds = name.removesuffix("_t0.6_k3")
+    governor_dir = Path(governor_dir)
+    return governor_dir / f"probes_{model_ds}.csv.gz", governor_dir / "targets.csv"
+
+
+def build_embedded(generations_dir: str | Path, out_dir: str | Path | None = None,
+                   governor_dir: str | Path | None = None, only: list[str] | None = None) -> list[Path]:
+    """Import every known recording in ``generations_dir`` into ``out_dir`` (the package data).
+
+    Reasoning sets also read their probes from ``governor_dir`` (default
+    ``generations_dir/../raw/governor``), one grading cache serving all of them.
+    """
     generations_dir = Path(generations_dir)
+    governor_dir = Path(governor_dir) if governor_dir else generations_dir.parent / "raw" / "governor"
     out = Path(out_dir) if out_dir else embedded_dir()
     written = []
+    grader = None
     for name, prov in PROVENANCE.items():
+        if only and name not in only:
+            continue
         src = generations_dir / f"{name}.jsonl"
-        ts = import_generations(src, name, {"recorded_by": "public source", **prov})
+        meta = {"recorded_by": "public source", **prov}
+        if name in REASONING:
+            from traces.probes import ProbeGrader  # noqa: PLC0415 - needs math-verify
+
+            grader = grader or ProbeGrader()
+            probes, targets = reasoning_sources(governor_dir, name)
+            ts = import_generations(src, name, meta, probes=probes, targets=targets,
+                                    grader=grader)
+        else:
+            ts = import_generations(src, name, meta)
         written.append(ts.write(out / f"{name}.parquet"))
+        print(f"{name}: {ts.n_queries} queries", file=sys.stderr, flush=True)
     (out / "PROVENANCE.md").write_text(provenance_markdown(), encoding="utf-8")
     return written
 
@@ -86,8 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m traces.embed", description=__doc__)
     ap.add_argument("generations_dir", help="folder holding the generations/*.jsonl recordings")
     ap.add_argument("--out", default=None, help="output folder (default: the package's traces/data)")
+    ap.add_argument("--governor", default=None,
+                    help="folder of the probes_*.csv.gz and targets.csv files "
+                    "(default: GENERATIONS_DIR/../raw/governor)")
+    ap.add_argument("--only", default=None, help="comma-separated set names (default: all)")
     args = ap.parse_args(argv)
-    for p in build_embedded(args.generations_dir, args.out):
+    only = args.only.split(",") if args.only else None
+    for p in build_embedded(args.generations_dir, args.out, args.governor, only):
         print(p)
     return 0
 

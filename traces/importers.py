@@ -65,7 +65,13 @@ def _check_generations_record(rec, where: str) -> dict:
             raise UserError(
                 f"got {trunc!r}; expected true or false", where=where, field=f"{f}.truncated"
             )
-        out.append({"tokens": tok, "correct": cor, "truncated": trunc})
+        seed = s.get("seed")
+        if seed is not None and not (_is_int(seed) and seed >= 0):
+            raise UserError(
+                f"got {seed!r}; expected a non-negative integer or null", where=where,
+                field=f"{f}.seed"
+            )
+        out.append({"tokens": tok, "correct": cor, "truncated": trunc, "seed": seed})
     return {
         "query_id": qid,
         "dataset": dataset,
@@ -106,15 +112,34 @@ def _read_json_lines(path: Path, check, key: str, key_name: str) -> list[dict]:
     return records
 
 
-def import_generations(path: str | os.PathLike, name: str, meta: dict | None = None) -> TraceSet:
-    """Read a ``generations`` JSONL file (one query per line, see shared/data/README.md)."""
+def import_generations(path: str | os.PathLike, name: str, meta: dict | None = None, *,
+                       probes: str | os.PathLike | None = None,
+                       targets: str | os.PathLike | None = None, grader=None) -> TraceSet:
+    """Read a ``generations`` JSONL file (one query per line, see shared/data/README.md).
+
+    With ``probes`` (a ``probes_<model>_<dataset>.csv.gz`` file) and ``targets`` (the
+    reference answers), every run also gets its forced-answer probes, graded at import by the
+    math grader (see :mod:`traces.probes`; ``grader`` is a shared
+    :class:`~traces.probes.ProbeGrader` cache).  The import report (counts, skips, grader
+    agreement with the source, forced-answer gain) goes into the set's ``meta["probes"]``.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError("file not found", where=str(path))
+    if (probes is None) != (targets is None):
+        raise UserError("probes need their reference answers: give both --probes and --targets",
+                        field="--targets" if targets is None else "--probes")
     records = _read_json_lines(path, _check_generations_record, "query_id", "query id")
     info = {"format": "generations", "source_file": path.name}
     info.update(meta or {})
-    return TraceSet.from_records(name, info, records)
+    if probes is None:
+        return TraceSet.from_records(name, info, records)
+    from traces.probes import attach_probes, forced_gain  # noqa: PLC0415 - needs math-verify
+
+    report = attach_probes(records, path, probes, targets, grader)
+    ts = TraceSet.from_records(name, info, records)
+    ts.meta["probes"] = {**report, "gain": forced_gain(ts)}
+    return ts
 
 
 # ------------------------------------------------------------------ qwen-harness

@@ -23,6 +23,28 @@ from sim.errors import UserError
 POOLS = ("easy", "medium", "hard")
 #: tau edges (tokens) between easy / medium / hard.
 POOL_EDGES = (400.0, 800.0)
+#: Edges for the reasoning sets (thousands of tokens): the terciles of tau over the solved
+#: queries of the 12 embedded reasoning sets, rounded (see docs/reasoning-traces.md).
+REASONING_EDGES = (1600.0, 3200.0)
+#: Named edge presets for ``traces.pool_edges``; a set's ``meta["pool_edges"]`` names its own.
+EDGE_PRESETS: dict[str, tuple[float, float]] = {"short": POOL_EDGES, "reasoning": REASONING_EDGES}
+
+
+def edges_for(spec_edges, meta: dict, where: str | None = None) -> tuple[float, float]:
+    """The pool edges of a run: explicit ``[lo, hi]``, a preset name, or (None) automatic:
+    the preset the trace sets name in their metadata (``meta``, of one set or of a stack of
+    sets with ``parts``) when they all agree, else ``short``."""
+    if spec_edges is None:
+        names = {m.get("pool_edges", "short") for m in meta.get("parts", [meta])}
+        spec_edges = names.pop() if len(names) == 1 else "short"
+        if spec_edges not in EDGE_PRESETS:
+            spec_edges = "short"
+    if isinstance(spec_edges, str):
+        if spec_edges not in EDGE_PRESETS:
+            raise UserError(f"got {spec_edges!r}; expected [easy_max, medium_max] or one of "
+                            f"{', '.join(EDGE_PRESETS)}", where=where, field="traces.pool_edges")
+        return EDGE_PRESETS[spec_edges]
+    return tuple(float(x) for x in spec_edges)
 
 #: The paper's four streams as pool proportions (ours: the paper does not publish them).
 STREAMS: dict[str, dict[str, float]] = {
