@@ -17,22 +17,15 @@ their exit lengths (:mod:`sim.early_exit`); policies without a rule are scored u
 ``forced-answer`` from the same caps (their runs, capped, are identical under both semantics;
 the forced answer's few tokens, at most 32, are added to their tokens but not to their GPU time).
 
-Data: the trace sets named ``<model>_<dataset>_t0.6_k3`` from the registry when they carry
-probes (the issue-10 importer); otherwise they are read here from ``../shared/data``
-(generations/*_t0.6_k3.jsonl and raw/governor probes), the probe answers graded against
-raw/governor/targets.csv by the project's math-verify grader
-(:class:`traces.collect.grading.MathGrader`), answer classes by math-verify's parsed form.
+Data: the embedded reasoning sets ``<model>_<dataset>_t0.6_k3`` (generations and governor
+probes, graded at import by math-verify: the issue-10 import, see ``clearsim traces list``).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import gzip
-import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -57,78 +50,13 @@ POLICIES = [
 
 
 # --------------------------------------------------------------------------------- data
-def _shared() -> Path:
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+def reasoning_traces(model: str = "deepseek-r1-distill-qwen-7b") -> tuple[TraceSet, str]:
+    """The model's three embedded reasoning sets (with probes), and their names."""
+    from traces.registry import load_trace_set
 
-
-def _from_shared(model: str, dataset: str, grader, log) -> TraceSet:
-    """One set read from ../shared/data: generations + graded probes (module doc)."""
-    import pandas as pd
-
-    data = _shared()
-    gen = data / "generations" / f"{model}_{dataset}_t0.6_k3.jsonl"
-    records = [json.loads(line) for line in gen.read_text(encoding="utf-8").splitlines() if line]
-    base = TraceSet.from_records(gen.stem, {"source": str(gen.relative_to(data.parent))}, records)
-    with gzip.open(data / "raw" / "governor" / f"probes_{model}_{dataset}.csv.gz", "rt") as fh:
-        pr = pd.read_csv(fh, dtype={"probe_answer": str, "query_id": str},
-                         keep_default_na=False)
-    targets = pd.read_csv(data / "raw" / "governor" / "targets.csv", dtype=str,
-                          keep_default_na=False).set_index("query_id")["target"]
-    keys, k = {}, 0
-    for r in records:
-        for s in r["samples"]:
-            keys[(r["query_id"], int(s["seed"]))] = k
-            k += 1
-    run = np.array([keys.get((q, int(s)), -1) for q, s in zip(pr.query_id, pr.seed)])
-    skipped = int((run < 0).sum())
-    pr = pr[run >= 0].assign(run=run[run >= 0]).sort_values(["run", "token_position"],
-                                                              kind="stable")
-    # grade each distinct (query, answer) once; classes by math-verify's parsed form
-    mv = grader._mv
-    uniq = pr[["query_id", "probe_answer"]].drop_duplicates()
-    cls_of, ok_of, next_id = {}, {}, {}
-    for q, a in zip(uniq.query_id, uniq.probe_answer):
-        if not a.strip():
-            cls_of[(q, a)], ok_of[(q, a)] = -1, False
-            continue
-        ok = grader.match(a, targets[q])
-        parsed = mv.parse("\\boxed{" + a + "}")
-        key = "=ref" if ok else (str(parsed[0]) if parsed else a.strip())
-        ids = next_id.setdefault(q, {})
-        cls_of[(q, a)] = ids.setdefault(key, len(ids))
-        ok_of[(q, a)] = ok
-    pairs = list(zip(pr.query_id, pr.probe_answer))
-    counts = np.bincount(pr.run.to_numpy(), minlength=k)
-    off = np.zeros(k + 1, dtype=np.int64)
-    np.cumsum(counts, out=off[1:])
-    log(f"{gen.stem}: {len(pr)} probes graded ({len(uniq)} distinct answers), "
-        f"{skipped} without a run skipped, {int((counts == 0).sum())} runs without probes")
-    return dataclasses.replace(
-        base, _cache={}, probe_offsets=off,
-        probe_position=pr.token_position.to_numpy().astype(np.int32),
-        probe_answer=np.array([cls_of[p] for p in pairs], dtype=np.int32),
-        probe_certain=pr.is_certain.astype(str).str.lower().eq("true").to_numpy(),
-        probe_correct=np.array([ok_of[p] for p in pairs], dtype=bool),
-        probe_out_tokens=pr.probe_out_tokens.to_numpy().astype(np.int32))
-
-
-def reasoning_traces(model: str = "deepseek-r1-distill-qwen-7b", log=None) -> tuple[TraceSet, str]:
-    """The model's three sets with probes, and where they came from."""
-    from traces.registry import list_trace_sets, load_trace_set
-
-    log = log or (lambda msg: print(msg, file=sys.stderr))
     names = [f"{model}_{d}_t0.6_k3" for d in DATASETS]
-    known = list_trace_sets()
-    if all(n in known for n in names):
-        parts = [load_trace_set(n) for n in names]
-        if all(getattr(p, "has_probes", False) for p in parts):
-            return TraceSet.concat("+".join(names), parts), "trace sets " + ", ".join(names)
-    from traces.collect.grading import MathGrader
-
-    grader = MathGrader()
-    parts = [_from_shared(model, d, grader, log) for d in DATASETS]
-    return TraceSet.concat("+".join(names), parts), ("read from ../shared/data (generations/*_t0.6_k3 and "
-                                             "raw/governor probes, graded here by math-verify)")
+    parts = [load_trace_set(n, field="--model") for n in names]
+    return TraceSet.concat("+".join(names), parts), "trace sets " + ", ".join(names)
 
 
 # ------------------------------------------------------------------------------- the runs
