@@ -61,6 +61,9 @@ def show(name: str, budgets=DEFAULT_BUDGETS, plot: str | os.PathLike | None = No
         "solve_rate": float(solve_rate(ts).mean()),
         "datasets": {},
     }
+    if ts.has_probes:  # a reasoning set: also its curve under forced answers
+        out["forced_accuracy"] = accuracy_grid(ts, budgets, "forced-answer").mean(axis=0).tolist()
+        out["probes"] = int(len(ts.probe_position))
     for d in ts.datasets():
         rows = ts.dataset == d
         out["datasets"][d] = {
@@ -135,6 +138,9 @@ def format_show(d: dict) -> str:
         for name, x in d["datasets"].items():
             rows.append([name, str(x["n_queries"]), f"{x['never_solved']:.1%}"]
                         + [f"{a:.3f}" for a in x["accuracy"]])
+    if "forced_accuracy" in d:
+        rows.append([f"all, forced answer ({d['probes']:,} probes)", "", ""]
+                    + [f"{a:.3f}" for a in d["forced_accuracy"]])
     lines.append(_table(head, rows))
     if len(d["datasets"]) > 1:
         lines.append("")
