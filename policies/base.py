@@ -104,6 +104,10 @@ class Policy(ABC):
     sees_true_curves: ClassVar[bool] = False
     #: Policies tuned on a training split of the traces (``binned``) set this.
     needs_training: ClassVar[bool] = False
+    #: The early-exit family (:mod:`policies.early_exit`) gives its stopping rule here
+    #: (a :class:`sim.early_exit.ExitRule`); the simulated server applies it to the probes of
+    #: each request as it decodes.  None: requests run to their cap or their end.
+    exit_rule = None
 
     def on_finished(self, budgets: np.ndarray, tokens_generated: np.ndarray, now: float) -> None:
         """Requests finished at ``now`` with these caps and generated lengths (what a server

@@ -82,13 +82,16 @@ class Decisions:
 
 
 def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, target: float,
-                       dispatch, out: Decisions, gen_tokens: np.ndarray, rec: Recorder):
+                       dispatch, out: Decisions, gen_tokens: np.ndarray, rec: Recorder,
+                       exits=None):
     """SimPy process: decide each group at its time, record, dispatch the funded queries.
 
     ``gen_tokens`` is filled with min(cap, tokens needed) (plus a forced answer's tokens under
     ``traces.semantics: forced-answer``; at least 1 for a funded query) before
     dispatch, so the replicas know each request's length, as a real server learns it by
     generating.  Policies with ``wants_feedback`` hear of every completion through ``rec``.
+    With ``exits`` (a :class:`sim.early_exit.ExitLog`, for policies with an exit rule) the
+    length is where the request stops instead, its forced answers' tokens included.
     """
     if policy.wants_feedback:
         rec.listeners.append(
@@ -111,5 +114,8 @@ def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, tar
             out.shadow_price[idx] = alloc.shadow_price
         funded = idx[caps > 0]
         if len(funded):
-            gen_tokens[funded] = wl.generated_tokens(funded, caps[caps > 0])
+            if exits is None:
+                gen_tokens[funded] = wl.generated_tokens(funded, caps[caps > 0])
+            else:
+                gen_tokens[funded] = exits.lengths(funded, caps[caps > 0])
             dispatch(funded)

@@ -28,6 +28,7 @@ from policies.budget import per_query_budget, utilisation_token_rate
 from policies.training import training_split
 from policies.truth import TrueCurves
 from sim.allocation import Decisions, allocation_process
+from sim.early_exit import ExitLog, record_exits
 from sim.engine import EngineConfig, Recorder, Replica, Router, sample_timeseries
 from sim.errors import UserError
 from sim.metrics import summarise
@@ -65,9 +66,12 @@ def load_traces(sc: dict, where: str | None = None) -> TraceSet:
 
 
 def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float,
-                    timeseries: list | None = None, interval_s: float = 1.0) -> tuple[pd.DataFrame, float]:
+                    timeseries: list | None = None, interval_s: float = 1.0,
+                    semantics: str | None = None, where: str | None = None) -> tuple[pd.DataFrame, float]:
     """One policy against the workload: its rows of queries.parquet and GPU busy seconds
-    (and, if ``timeseries`` is a list, its engine time series appended as a DataFrame)."""
+    (and, if ``timeseries`` is a list, its engine time series appended as a DataFrame).
+    ``semantics`` (``traces.semantics``; None = the workload's) is how a policy's early exit
+    scores a capped run."""
     n = wl.n
     env = simpy.Environment()
     rec = Recorder(n)
@@ -75,7 +79,9 @@ def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float,
     gen = np.zeros(n, dtype=np.int64)
     replicas = [Replica(env, cfg, wl.prompt_tokens, gen, rec, r) for r in range(cfg.replicas)]
     router = Router(replicas, cfg.routing)
-    env.process(allocation_process(env, policy, wl, target, router.dispatch, dec, gen, rec))
+    exits = None if policy.exit_rule is None else ExitLog(wl, policy.exit_rule,
+                                                          semantics or wl.semantics, where)
+    env.process(allocation_process(env, policy, wl, target, router.dispatch, dec, gen, rec, exits))
     env.run()
     budget = dec.budget
     needed = wl.tokens_needed
@@ -102,6 +108,7 @@ def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float,
         "replica": rec.replica,
         "preemptions": rec.preemptions,
     })
+    record_exits(rows, exits, budget)
     if timeseries is not None:
         ts = pd.DataFrame(sample_timeseries(replicas, interval_s))
         ts.insert(0, "policy", policy.label)
@@ -124,6 +131,7 @@ def simulate(scenario: str | dict = "default", **overrides) -> RunResult:
         sc = resolve(scenario, **overrides)
         where = str(resolve_scenario_path(scenario))
     ts = load_traces(sc, where)
+    check_exit_policies(sc, ts, where)
     wl = build_workload(
         ts,
         n_queries=sc["arrivals"]["queries"],
@@ -152,7 +160,7 @@ def simulate(scenario: str | dict = "default", **overrides) -> RunResult:
         policy = REGISTRY[spec["name"]](params, policy_context(REGISTRY[spec["name"]], ctx, wl, sc),
                                         spec["label"])
         rows, busy = simulate_policy(policy, wl, cfg, sc["budget"], series,
-                                     sc["engine"]["timeseries_s"])
+                                     sc["engine"]["timeseries_s"], where=where)
         frames.append(rows)
         results.append(summarise(rows, gpu_busy_s=busy, replicas=cfg.replicas, slo=sc.get("slo")))
     summary = {
@@ -175,12 +183,27 @@ def validate(scenario: str = "default", *, overrides: dict | None = None) -> dic
     """
     sc = resolve(scenario, overrides=overrides)
     where = str(resolve_scenario_path(scenario))
-    build_workload(load_traces(sc, where), n_queries=min(sc["arrivals"]["queries"], 50),
+    ts = load_traces(sc, where)
+    build_workload(ts, n_queries=min(sc["arrivals"]["queries"], 50),
                    rate=sc["arrivals"]["rate"], mix=sc["traces"]["mix"],
                    predictor=sc["predictor"], seed=sc["seed"], where=where, spec=sc["traces"],
                    arrivals=sc["arrivals"])
     engine_config(sc["engine"], where)
+    check_exit_policies(sc, ts, where)
     return sc
+
+
+def check_exit_policies(sc: dict, ts: TraceSet, where: str | None = None) -> None:
+    """Policies with an exit rule need recorded probes and recorded outcomes."""
+    from sim.early_exit import Probes
+
+    for k, spec in enumerate(sc["policies"]):
+        if REGISTRY[spec["name"]].exit_rule is None:  # the family defines it as a property
+            continue
+        Probes.of(ts, where, f"policies[{k}].name")
+        if sc["traces"].get("outcomes") == "fitted":
+            raise UserError("early exit replays recorded probes; set traces.outcomes: empirical",
+                            where=where, field="traces.outcomes")
 
 
 def policy_context(cls, ctx: RunContext, wl: Workload, sc: dict) -> RunContext:
