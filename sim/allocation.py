@@ -94,7 +94,7 @@ class DecisionClock:
 
 
 def _decide(policy: Policy, wl: Workload, idx: np.ndarray, budget: float, now: float,
-            out: Decisions, gen_tokens: np.ndarray) -> np.ndarray:
+            out: Decisions, gen_tokens: np.ndarray, needed: np.ndarray) -> np.ndarray:
     """Ask the policy about one group, record its caps; return the funded indices."""
     alloc = policy.allocate(wl.view(idx), budget)
     caps = np.asarray(alloc.budgets, dtype=np.int64)
@@ -106,7 +106,7 @@ def _decide(policy: Policy, wl: Workload, idx: np.ndarray, budget: float, now: f
         out.shadow_price[idx] = alloc.shadow_price
     funded = idx[caps > 0]
     if len(funded):
-        gen_tokens[funded] = np.maximum(np.minimum(caps[caps > 0], wl.tokens_needed[funded]), 1)
+        gen_tokens[funded] = np.maximum(np.minimum(caps[caps > 0], needed[funded]), 1)
     return funded
 
 
@@ -134,13 +134,14 @@ def decide_ahead(policy: Policy, wl: Workload, target: float, out: Decisions,
             gen_tokens[funded] = np.maximum(np.minimum(caps[ok], wl.tokens_needed[funded]), 1)
             return funded, wl.arrival_s[funded].astype(float)
     rate = policy.ctx.token_rate if timing.kind != "immediate" else None
+    needed = wl.tokens_needed
     last = now = 0.0
     parts, times = [], []
     for t, idx in decision_groups(timing, wl.arrival_s):
         now = max(now, t)
         budget = target * len(idx) if rate is None else rate * (now - last)
         last = now
-        funded = _decide(policy, wl, idx, budget, now, out, gen_tokens)
+        funded = _decide(policy, wl, idx, budget, now, out, gen_tokens, needed)
         if len(funded):
             parts.append(funded)
             times.append(np.full(len(funded), now))
@@ -164,6 +165,7 @@ def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, tar
             lambda idx, now: policy.on_finished(out.budget[idx], gen_tokens[idx], now))
     timing = policy.timing
     rate = policy.ctx.token_rate if timing.kind != "immediate" else None
+    needed = wl.tokens_needed
     last = 0.0
     for t, idx in decision_groups(timing, wl.arrival_s):
         if clock is not None:
@@ -172,7 +174,7 @@ def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, tar
             yield env.timeout(t - env.now)
         budget = target * len(idx) if rate is None else rate * (env.now - last)
         last = env.now
-        funded = _decide(policy, wl, idx, budget, env.now, out, gen_tokens)
+        funded = _decide(policy, wl, idx, budget, env.now, out, gen_tokens, needed)
         if len(funded):
             dispatch(funded)
     if clock is not None:

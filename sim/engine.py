@@ -164,6 +164,7 @@ class Replica:
         self.d_idx = _EMPTY
         self.d_base = _EMPTY
         self.d_end = _EMPTY
+        self._dmin = 1 << 62  # d_end.min(): no decoder can finish before off reaches it
         self.off = 0
         self.base_sum = 0
         # Requests part-way through (re)prefill, after the decoders in admission order:
@@ -384,7 +385,7 @@ class Replica:
         n = len(self.d_idx)
         if self.pre or n == 0:
             return None
-        k = int(self.d_end.min()) - self.off
+        k = self._dmin - self.off
         budget = self.cfg.max_num_batched_tokens - n
         admit = bool(self.waiting) and n < self.cfg.max_num_seqs and budget > 0
         if self.cfg.kv_blocks is None:
@@ -427,7 +428,7 @@ class Replica:
         self.steps += j
         self.off += j
         self._outstanding -= j * len(self.d_idx)
-        if j >= k_done:
+        if j >= k_done and self.off >= self._dmin:
             self._retire(self.d_end <= self.off, t)
 
     def _retire(self, done: np.ndarray, t: float) -> None:
@@ -439,6 +440,7 @@ class Replica:
         self.d_idx = self.d_idx[keep]
         self.d_base = self.d_base[keep]
         self.d_end = self.d_end[keep]
+        self._dmin = int(self.d_end.min()) if len(self.d_end) else 1 << 62
         self.rec.mark_finished(fin, t)
 
     # ------------------------------------------------------- general steps
@@ -485,6 +487,7 @@ class Replica:
                     self.base_sum -= int(self.d_base[keep:].sum())
                     self.d_idx, self.d_base, self.d_end = (
                         self.d_idx[:keep], self.d_base[:keep], self.d_end[:keep])
+                    self._dmin = int(self.d_end.min()) if keep else 1 << 62
                     n = keep
                     need = int(newb[:keep].sum())
             free -= need
@@ -560,7 +563,8 @@ class Replica:
         emitted = n
         if n:
             self.off += 1
-            self._retire(self.d_end <= self.off, t)
+            if self.off >= self._dmin:
+                self._retire(self.d_end <= self.off, t)
         if chunks:
             bs = self.cfg.block_size
             first, fin, to_dec = [], [], []
@@ -586,6 +590,7 @@ class Replica:
             if to_dec:
                 idx, ctx, rem = zip(*to_dec)
                 base = np.array(ctx, dtype=INT) - self.off
+                self._dmin = min(self._dmin, min(rem) + self.off)
                 if len(self.d_idx):
                     self.d_idx = np.concatenate((self.d_idx, np.array(idx, dtype=INT)))
                     self.d_base = np.concatenate((self.d_base, base))
