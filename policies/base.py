@@ -98,6 +98,12 @@ class Policy(ABC):
     @abstractmethod
     def allocate(self, view: QueryView, budget_tokens: float) -> Allocation: ...
 
+    def allocate_each(self, view: QueryView, budget_each: float) -> np.ndarray | None:
+        """Caps for many queries each decided alone with ``budget_each`` tokens (immediate
+        timing), in one call: the same caps :meth:`allocate` gives one query at a time, or
+        None if the policy cannot do that (the runner then asks query by query)."""
+        return None
+
     #: Set True in policies that learn from completions (they then get ``on_finished`` calls).
     wants_feedback: ClassVar[bool] = False
     #: Only the ``oracle`` bound sets this: the runner then puts the true curves in its context.

@@ -72,3 +72,6 @@ class Binned(Policy):
 
     def allocate(self, view: QueryView, budget_tokens: float) -> Allocation:
         return Allocation(self.levels[self.bin_of(view.tau_pred)].astype(np.int64))
+
+    def allocate_each(self, view: QueryView, budget_each: float) -> np.ndarray:
+        return self.allocate(view, budget_each).budgets  # per-bin levels: budget-independent

@@ -21,3 +21,6 @@ class Uniform(Policy):
         n = len(view)
         each = int(np.floor(budget_tokens / n)) if n else 0
         return Allocation(np.full(n, each, dtype=np.int64))
+
+    def allocate_each(self, view: QueryView, budget_each: float) -> np.ndarray:
+        return np.full(len(view), int(np.floor(budget_each)), dtype=np.int64)

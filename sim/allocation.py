@@ -81,9 +81,86 @@ class Decisions:
         return cls(np.zeros(n, dtype=np.int64), np.full(n, np.nan), np.full(n, np.nan))
 
 
+class DecisionClock:
+    """When the allocation process decides next (``inf`` once it is done): the only event
+    outside the replicas that can hand them work, so each replica computes ahead up to it
+    (:class:`sim.engine.Replica` ``external``) instead of scanning SimPy's event queue."""
+
+    def __init__(self):
+        self.next_s = 0.0
+
+    def __call__(self) -> float:
+        return self.next_s
+
+
+def request_lengths(wl: Workload, exits=None):
+    """How many tokens funded arrivals generate under their caps: min(cap, needed) plus a
+    forced answer's tokens (:meth:`sim.workload.Workload.generated_tokens`), or, with
+    ``exits`` (a :class:`sim.early_exit.ExitLog`, for policies with an exit rule), where each
+    request stops, its forced answers' tokens included."""
+    return wl.generated_tokens if exits is None else exits.lengths
+
+
+def _decide(policy: Policy, wl: Workload, idx: np.ndarray, budget: float, now: float,
+            out: Decisions, gen_tokens: np.ndarray, lengths) -> np.ndarray:
+    """Ask the policy about one group, record its caps; return the funded indices."""
+    alloc = policy.allocate(wl.view(idx), budget)
+    caps = np.asarray(alloc.budgets, dtype=np.int64)
+    if caps.shape != idx.shape or (caps < 0).any():
+        raise RuntimeError(f"policy {policy.name} returned invalid budgets")
+    out.budget[idx] = caps
+    out.decision_s[idx] = now
+    if alloc.shadow_price is not None:
+        out.shadow_price[idx] = alloc.shadow_price
+    funded = idx[caps > 0]
+    if len(funded):
+        gen_tokens[funded] = lengths(funded, caps[caps > 0])
+    return funded
+
+
+def decide_ahead(policy: Policy, wl: Workload, target: float, out: Decisions,
+                 gen_tokens: np.ndarray, exits=None) -> tuple[np.ndarray, np.ndarray]:
+    """Every decision of a policy that does not learn from completions, before the run: it
+    depends only on the arrivals, so it is the same whenever it is computed.  Returns the
+    funded queries in dispatch order and their decision times (what
+    :func:`allocation_process` would dispatch, when).  Immediate policies that can decide
+    many queries at once (:meth:`~policies.base.Policy.allocate_each`) are asked once."""
+    if policy.wants_feedback:
+        raise ValueError("decide_ahead is for policies without feedback")
+    timing = policy.timing
+    lengths = request_lengths(wl, exits)
+    if timing.kind == "immediate" and wl.n:
+        idx = np.arange(wl.n)
+        caps = policy.allocate_each(wl.view(idx), float(target))
+        if caps is not None:
+            caps = np.asarray(caps, dtype=np.int64)
+            if caps.shape != idx.shape or (caps < 0).any():
+                raise RuntimeError(f"policy {policy.name} returned invalid budgets")
+            out.budget[:] = caps
+            out.decision_s[:] = wl.arrival_s
+            ok = caps > 0
+            funded = idx[ok]
+            gen_tokens[funded] = lengths(funded, caps[ok])
+            return funded, wl.arrival_s[funded].astype(float)
+    rate = policy.ctx.token_rate if timing.kind != "immediate" else None
+    last = now = 0.0
+    parts, times = [], []
+    for t, idx in decision_groups(timing, wl.arrival_s):
+        now = max(now, t)
+        budget = target * len(idx) if rate is None else rate * (now - last)
+        last = now
+        funded = _decide(policy, wl, idx, budget, now, out, gen_tokens, lengths)
+        if len(funded):
+            parts.append(funded)
+            times.append(np.full(len(funded), now))
+    if not parts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return np.concatenate(parts), np.concatenate(times)
+
+
 def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, target: float,
                        dispatch, out: Decisions, gen_tokens: np.ndarray, rec: Recorder,
-                       exits=None):
+                       exits=None, clock: DecisionClock | None = None):
     """SimPy process: decide each group at its time, record, dispatch the funded queries.
 
     ``gen_tokens`` is filled with min(cap, tokens needed) (plus a forced answer's tokens under
@@ -91,31 +168,25 @@ def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, tar
     dispatch, so the replicas know each request's length, as a real server learns it by
     generating.  Policies with ``wants_feedback`` hear of every completion through ``rec``.
     With ``exits`` (a :class:`sim.early_exit.ExitLog`, for policies with an exit rule) the
-    length is where the request stops instead, its forced answers' tokens included.
+    length is where the request stops instead, its forced answers' tokens included
+    (:func:`request_lengths`).  ``clock``, if given, is kept at the time of the next decision.
     """
     if policy.wants_feedback:
         rec.listeners.append(
             lambda idx, now: policy.on_finished(out.budget[idx], gen_tokens[idx], now))
     timing = policy.timing
     rate = policy.ctx.token_rate if timing.kind != "immediate" else None
+    lengths = request_lengths(wl, exits)
     last = 0.0
     for t, idx in decision_groups(timing, wl.arrival_s):
+        if clock is not None:
+            clock.next_s = t
         if t > env.now:
             yield env.timeout(t - env.now)
         budget = target * len(idx) if rate is None else rate * (env.now - last)
         last = env.now
-        alloc = policy.allocate(wl.view(idx), budget)
-        caps = np.asarray(alloc.budgets, dtype=np.int64)
-        if caps.shape != idx.shape or (caps < 0).any():
-            raise RuntimeError(f"policy {policy.name} returned invalid budgets")
-        out.budget[idx] = caps
-        out.decision_s[idx] = env.now
-        if alloc.shadow_price is not None:
-            out.shadow_price[idx] = alloc.shadow_price
-        funded = idx[caps > 0]
+        funded = _decide(policy, wl, idx, budget, env.now, out, gen_tokens, lengths)
         if len(funded):
-            if exits is None:
-                gen_tokens[funded] = wl.generated_tokens(funded, caps[caps > 0])
-            else:
-                gen_tokens[funded] = exits.lengths(funded, caps[caps > 0])
             dispatch(funded)
+    if clock is not None:
+        clock.next_s = float("inf")

@@ -142,8 +142,18 @@ class Replica:
     """
 
     def __init__(self, env: simpy.Environment, cfg: EngineConfig, prompt_tokens: np.ndarray,
-                 gen_tokens: np.ndarray, rec: Recorder, rid: int = 0):
+                 gen_tokens: np.ndarray, rec: Recorder, rid: int = 0, external=None):
         self.env = env
+        #: Time of the next event outside the replicas that could hand this replica work (an
+        #: allocation decision).  The runner knows its decision schedule and passes it; other
+        #: callers get the conservative scan of SimPy's event queue (:func:`_horizon`).
+        self._external = external if external is not None else (lambda: _horizon(env))
+        # Requests dispatched but not yet at the scheduler (CPU overhead), in time order: their
+        # arrival times at the scheduler and indices, consumed from ``_fp`` on.  No SimPy event
+        # per request: the replica takes them in as its clock passes their times.
+        self._feed_t: list[float] = []
+        self._feed_i: list[int] = []
+        self._fp = 0
         self.cfg = cfg
         self.prompt = prompt_tokens
         self.gen = gen_tokens
@@ -154,6 +164,7 @@ class Replica:
         self.d_idx = _EMPTY
         self.d_base = _EMPTY
         self.d_end = _EMPTY
+        self._dmin = 1 << 62  # d_end.min(): no decoder can finish before off reaches it
         self.off = 0
         self.base_sum = 0
         # Requests part-way through (re)prefill, after the decoders in admission order:
@@ -215,8 +226,9 @@ class Replica:
         return bound + self.kv_pre + extra <= self._limit
 
     # -------------------------------------------------------------- intake
-    def dispatch(self, idx: np.ndarray) -> None:
-        """Hand requests to this replica; they reach its scheduler after the CPU overhead."""
+    def dispatch(self, idx: np.ndarray, at_s: np.ndarray | None = None) -> None:
+        """Hand requests to this replica now (or, for a schedule known ahead, at times
+        ``at_s``, non-decreasing); they reach its scheduler after the CPU overhead."""
         if self.cfg.kv_blocks is not None and len(idx):
             bs = self.cfg.block_size
             need = -(-(self.prompt[idx] + self.gen[idx] - 1) // bs)
@@ -227,22 +239,35 @@ class Replica:
                                 "shorten the budget", field="engine.kv_blocks")
         self.rec.replica[idx] = self.rid
         self._outstanding += int(self.gen[idx].sum())
-        if self.cfg.request_overhead_s > 0:
-            ev = self.env.timeout(self.cfg.request_overhead_s)
-            ev.callbacks.append(lambda _ev, idx=idx: self._enqueue(idx))
-        else:
-            self._enqueue(idx)
+        if at_s is None:
+            at_s = np.full(len(idx), self.env.now)
+        self.feed(at_s + self.cfg.request_overhead_s, idx)
 
-    def _enqueue(self, idx: np.ndarray) -> None:
-        if self._next_sample < self.env.now:
-            if self._fly is not None:
-                self._sample_until(self.env.now, *self._fly[:3])
-            else:
-                self._sample_until(self.env.now)
-        self.waiting.extend(idx.tolist())
+    def feed(self, at_s: np.ndarray, idx: np.ndarray) -> None:
+        """Requests ``idx`` reach the scheduler at times ``at_s`` (non-decreasing, not before
+        any already fed, not before ``env.now``).  :meth:`dispatch` feeds one decision's
+        requests; the runner feeds a whole precomputed schedule at once."""
+        self._feed_t.extend(at_s.tolist())
+        self._feed_i.extend(idx.tolist())
         wake = self._wake
         if wake is not None and not wake.triggered:
             wake.succeed()
+
+    def _next_fed(self) -> float:
+        return self._feed_t[self._fp] if self._fp < len(self._feed_t) else float("inf")
+
+    def _take_fed(self, t: float) -> None:
+        """Move every fed request whose time has come (<= t) into the waiting queue."""
+        ft, p, m = self._feed_t, self._fp, len(self._feed_t)
+        if p < m and ft[p] <= t:
+            q = p + 1
+            while q < m and ft[q] <= t:
+                q += 1
+            self.waiting.extend(self._feed_i[p:q])
+            self._fp = q
+            if q > 65536 and q * 2 > m:  # drop the consumed prefix now and then: O(1) amortised
+                del self._feed_t[:q], self._feed_i[:q]
+                self._fp = 0
 
     def _sample_until(self, t_end: float, t0: float = 0.0, a: float = 0.0, b: float = 0.0) -> None:
         """Record the state in force at every sample time before ``t_end``.  Within a stretch
@@ -250,8 +275,12 @@ class Replica:
         completed by then."""
         running, waiting = self.running, len(self.waiting)
         limited = self.cfg.kv_blocks is not None
+        ft, p = self._feed_t, self._fp
         while self._next_sample < t_end:
             g = self._next_sample
+            while p < len(ft) and ft[p] <= g:  # fed since, not yet taken in: waiting at g
+                p += 1
+                waiting += 1
             if a > 0.0:
                 kv = self._dec_blocks(solve_steps(a, b, g - t0) + 1) if limited else 0
             else:
@@ -268,17 +297,29 @@ class Replica:
         t = env.now
         zero_yielded = False
         sampling = self.cfg.sample_s is not None
+        external = self._external
         while True:
+            if self._fp < len(self._feed_t) and self._feed_t[self._fp] <= t:
+                self._take_fed(t)
             if not self.waiting and not self.pre and len(self.d_idx) == 0:
                 if sampling and self._next_sample <= t:
                     self._sample_until(t + 1e-12)
-                self._wake = _Wake(env)
-                yield self._wake
-                self._wake = None
+                nxt = self._next_fed()
+                if nxt < float("inf"):
+                    yield _StepTimeout(env, nxt - env.now)
+                else:
+                    self._wake = _Wake(env)
+                    yield self._wake
+                    self._wake = None
                 t = env.now
+                if sampling and self._next_sample < t:
+                    self._sample_until(t)
                 zero_yielded = False
                 continue
-            horizon = _horizon(env)
+            horizon = external()
+            nxt = self._next_fed()
+            if nxt < horizon:
+                horizon = nxt
             if horizon <= t and not zero_yielded:
                 # Same-time events pending (e.g. an arrival now): let them in before scheduling.
                 zero_yielded = True
@@ -344,7 +385,7 @@ class Replica:
         n = len(self.d_idx)
         if self.pre or n == 0:
             return None
-        k = int(self.d_end.min()) - self.off
+        k = self._dmin - self.off
         budget = self.cfg.max_num_batched_tokens - n
         admit = bool(self.waiting) and n < self.cfg.max_num_seqs and budget > 0
         if self.cfg.kv_blocks is None:
@@ -387,7 +428,7 @@ class Replica:
         self.steps += j
         self.off += j
         self._outstanding -= j * len(self.d_idx)
-        if j >= k_done:
+        if j >= k_done and self.off >= self._dmin:
             self._retire(self.d_end <= self.off, t)
 
     def _retire(self, done: np.ndarray, t: float) -> None:
@@ -399,6 +440,7 @@ class Replica:
         self.d_idx = self.d_idx[keep]
         self.d_base = self.d_base[keep]
         self.d_end = self.d_end[keep]
+        self._dmin = int(self.d_end.min()) if len(self.d_end) else 1 << 62
         self.rec.mark_finished(fin, t)
 
     # ------------------------------------------------------- general steps
@@ -445,6 +487,7 @@ class Replica:
                     self.base_sum -= int(self.d_base[keep:].sum())
                     self.d_idx, self.d_base, self.d_end = (
                         self.d_idx[:keep], self.d_base[:keep], self.d_end[:keep])
+                    self._dmin = int(self.d_end.min()) if keep else 1 << 62
                     n = keep
                     need = int(newb[:keep].sum())
             free -= need
@@ -520,7 +563,8 @@ class Replica:
         emitted = n
         if n:
             self.off += 1
-            self._retire(self.d_end <= self.off, t)
+            if self.off >= self._dmin:
+                self._retire(self.d_end <= self.off, t)
         if chunks:
             bs = self.cfg.block_size
             first, fin, to_dec = [], [], []
@@ -546,6 +590,7 @@ class Replica:
             if to_dec:
                 idx, ctx, rem = zip(*to_dec)
                 base = np.array(ctx, dtype=INT) - self.off
+                self._dmin = min(self._dmin, min(rem) + self.off)
                 if len(self.d_idx):
                     self.d_idx = np.concatenate((self.d_idx, np.array(idx, dtype=INT)))
                     self.d_base = np.concatenate((self.d_base, base))
@@ -568,6 +613,28 @@ class Router:
         self.replicas = replicas
         self.policy = policy
         self._next = 0
+
+    @property
+    def static(self) -> bool:
+        """Whether the choice ignores the replicas' state (so it can be made ahead)."""
+        return len(self.replicas) == 1 or self.policy != "least-loaded"
+
+    def dispatch_ahead(self, idx: np.ndarray, at_s: np.ndarray) -> None:
+        """Route a whole schedule known in advance (request ``idx[k]`` dispatched at
+        ``at_s[k]``, in dispatch order) at once: the same replicas :meth:`dispatch` would
+        choose call by call, for static routing."""
+        if not self.static:
+            raise ValueError("least-loaded routing depends on the replicas' state: dispatch live")
+        r = len(self.replicas)
+        if r == 1:
+            self.replicas[0].dispatch(idx, at_s)
+            return
+        order = (self._next + np.arange(len(idx))) % r
+        self._next = int((self._next + len(idx)) % r)
+        for k, rep in enumerate(self.replicas):
+            mine = order == k
+            if mine.any():
+                rep.dispatch(idx[mine], at_s[mine])
 
     def dispatch(self, idx: np.ndarray) -> None:
         if len(self.replicas) == 1:

@@ -27,7 +27,7 @@ from policies.base import REGISTRY, RunContext
 from policies.budget import per_query_budget, utilisation_token_rate
 from policies.training import training_split
 from policies.truth import TrueCurves
-from sim.allocation import Decisions, allocation_process
+from sim.allocation import DecisionClock, Decisions, allocation_process, decide_ahead
 from sim.early_exit import ExitLog, record_exits
 from sim.engine import EngineConfig, Recorder, Replica, Router, sample_timeseries
 from sim.errors import UserError
@@ -77,11 +77,20 @@ def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float,
     rec = Recorder(n)
     dec = Decisions.empty(n)
     gen = np.zeros(n, dtype=np.int64)
-    replicas = [Replica(env, cfg, wl.prompt_tokens, gen, rec, r) for r in range(cfg.replicas)]
+    ahead = not policy.wants_feedback and (cfg.replicas == 1 or cfg.routing != "least-loaded")
+    # Replicas compute ahead up to the next allocation decision (none left when decided ahead).
+    clock = (lambda: float("inf")) if ahead else DecisionClock()
+    replicas = [Replica(env, cfg, wl.prompt_tokens, gen, rec, r, external=clock)
+                for r in range(cfg.replicas)]
     router = Router(replicas, cfg.routing)
     exits = None if policy.exit_rule is None else ExitLog(wl, policy.exit_rule,
                                                           semantics or wl.semantics, where)
-    env.process(allocation_process(env, policy, wl, target, router.dispatch, dec, gen, rec, exits))
+    if ahead:  # decisions depend on the arrivals only: make them all now, route them at once
+        funded, at_s = decide_ahead(policy, wl, target, dec, gen, exits)
+        router.dispatch_ahead(funded, at_s)
+    else:
+        env.process(allocation_process(env, policy, wl, target, router.dispatch, dec, gen, rec,
+                                       exits, clock))
     env.run()
     budget = dec.budget
     needed = wl.tokens_needed
