@@ -225,7 +225,7 @@ def record_one(url: str, out_dir: str | Path, *, rate: float, requests: int, see
     return meta
 
 
-def _check(rates, requests, max_seconds, prompt_range, output_range, concurrency, info):
+def _check(rates, requests, max_seconds, prompt_range, output_range, concurrency, info=None):
     if not rates or any(not (r > 0) for r in rates):
         raise UserError(f"rates must be positive, got {rates}", field="--rates")
     for name, v in (("--requests", requests), ("--concurrency", concurrency)):
@@ -236,7 +236,7 @@ def _check(rates, requests, max_seconds, prompt_range, output_range, concurrency
     for name, (lo, hi) in (("--prompt-tokens", prompt_range), ("--output-tokens", output_range)):
         if not 1 <= lo <= hi:
             raise UserError(f"{name} must be LO,HI with 1 <= LO <= HI, got {lo},{hi}", field=name)
-    window = info.get("max_model_len")
+    window = (info or {}).get("max_model_len")
     if isinstance(window, int) and prompt_range[1] + output_range[1] > window:
         raise UserError(f"the longest request ({prompt_range[1]} + {output_range[1]} tokens) does "
                         f"not fit the served model's {window}-token window", field="--prompt-tokens")
@@ -256,12 +256,14 @@ def record_serving(out: str | Path, *, rates: list[float], endpoint: str | None 
     Either ``endpoint`` (a running server on loopback; ``max_num_seqs`` /
     ``max_num_batched_tokens``, when given, are recorded as the flags it was started with) or
     ``serve`` (a model folder: a vLLM server is started on 127.0.0.1 with ``max_num_seqs``
-    (default 16), ``max_model_len`` (1024), ``max_num_batched_tokens`` and ``kv_cache_gib``,
+    (default 16), ``max_model_len`` (1024), ``max_num_batched_tokens`` (2048, the GPU runs'
+    value; passed explicitly because the server does not report it) and ``kv_cache_gib``,
     recorded in ``meta.json``, and stopped afterwards).
     """
     if (endpoint is None) == (serve is None):
         raise UserError("give one of --endpoint URL (a running server) or --serve MODEL_DIR",
                         field="--endpoint")
+    _check(rates, requests, max_seconds, prompt_tokens, output_tokens, concurrency)
     out = Path(out)
     server = None
     engine_kwargs = None
@@ -270,7 +272,7 @@ def record_serving(out: str | Path, *, rates: list[float], endpoint: str | None 
 
         server = VllmServer(serve, max_num_seqs=max_num_seqs or 16,
                             max_model_len=max_model_len or 1024,
-                            max_num_batched_tokens=max_num_batched_tokens,
+                            max_num_batched_tokens=max_num_batched_tokens or 2048,
                             kv_cache_gib=kv_cache_gib)
         log(f"starting vLLM on {server.url} (log {server.log_path or 'in a temp file'})")
         server.start()

@@ -94,7 +94,7 @@ def register(tsub) -> None:
     eng.add_argument("--max-model-len", type=positive_int, metavar="N",
                      help="default 1024 with --serve")
     eng.add_argument("--max-num-batched-tokens", type=positive_int, metavar="N",
-                     help="token budget per step (default: vLLM's)")
+                     help="token budget per step (default 2048 with --serve)")
     eng.add_argument("--kv-cache-gib", type=positive_float, default=1.0, metavar="GIB",
                      help="VLLM_CPU_KVCACHE_SPACE for --serve (default 1)")
     p.set_defaults(func=cmd_record)

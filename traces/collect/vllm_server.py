@@ -66,7 +66,7 @@ class VllmServer:
     """
 
     def __init__(self, model_dir: str | Path, *, max_num_seqs: int = 16, max_model_len: int = 1024,
-                 max_num_batched_tokens: int | None = None, dtype: str = "float32", seed: int = 0,
+                 max_num_batched_tokens: int | None = 2048, dtype: str = "float32", seed: int = 0,
                  kv_cache_gib: float = 1.0, port: int | None = None, startup_timeout: float = 900.0,
                  python: str = sys.executable, log_path: str | Path | None = None) -> None:
         self.model_dir = check_model_dir(model_dir)
