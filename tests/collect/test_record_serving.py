@@ -76,3 +76,35 @@ def test_bad_load_options(capsys, tmp_path, args, text):
     cli_error(capsys, ["traces", "record-serving", "--endpoint",
                        f"http://127.0.0.1:{_closed_port()}/v1", "--out", str(tmp_path / "r"), *args],
               text)
+
+
+def test_record_against_a_server_writes_what_calibrate_reads(tmp_path, capsys):
+    """The whole recorder against the fake server (the real one: tests/vllm_real): one folder
+    per rate with the pinned lengths, the server's KV size, and a load that calibrate reads."""
+    import json
+
+    from collect_fakes import FakeOpenAIServer, ServerControl
+    from sim.calibrate import load_run
+    from sim.cli import main
+
+    with FakeOpenAIServer(ServerControl(delay=0.02)) as server:
+        assert main(["traces", "record-serving", "--endpoint", server.url, "--rates", "20,40",
+                     "--requests", "15", "--prompt-tokens", "5,9", "--output-tokens", "2,6",
+                     "--max-num-seqs", "8", "--tick-seconds", "0.1", "--name", "fake",
+                     "--out", str(tmp_path / "runs")]) == 0
+        bodies = list(server.control.bodies)
+    assert [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("wrote")] == [
+        f"wrote {tmp_path / 'runs' / 'fake_r20'}", f"wrote {tmp_path / 'runs' / 'fake_r40'}"]
+    assert len(bodies) == 30 and all(b["ignore_eos"] and b["stream"] for b in bodies)
+    for k, rate in enumerate((20, 40)):
+        d = tmp_path / "runs" / f"fake_r{rate}"
+        _, prompt, output = poisson_schedule(rate, 15, 1000 * k, (5, 9), (2, 6))
+        rows = [json.loads(line) for line in (d / "requests.jsonl").read_text().splitlines()]
+        assert sorted(r["output_toks"] for r in rows) == sorted(output.tolist())
+        assert sorted(r["input_toks"] for r in rows) == sorted(prompt.tolist())
+        meta = json.loads((d / "meta.json").read_text())
+        assert meta["kv_cache"] == {"num_gpu_blocks": 4096, "block_size": 128}
+        assert meta["load"]["rate_per_s"] == rate and meta["engine_kwargs"]["max_num_seqs"] == 8
+        run = load_run(d)
+        assert run.flags["kv_source"] == "recorded" and len(run.arrival_s) == 15
+    assert not list((tmp_path / "runs").glob(".*"))  # no temporary folder left behind

@@ -274,8 +274,9 @@ def record_serving(out: str | Path, *, rates: list[float], endpoint: str | None 
                             max_model_len=max_model_len or 1024,
                             max_num_batched_tokens=max_num_batched_tokens or 2048,
                             kv_cache_gib=kv_cache_gib)
-        log(f"starting vLLM on {server.url} (log {server.log_path or 'in a temp file'})")
+        log(f"starting vLLM on {server.url} (about 2 min on a CPU)")
         server.start()
+        log(f"vLLM is up (log: {server.log_path})")
         endpoint = server.url
         engine_kwargs = dict(server.engine_kwargs)
     else:
