@@ -57,7 +57,7 @@ def test_endpoint_backend_against_the_real_server_then_import(vllm_server, tmp_p
     assert meta["vllm_version"] and meta["vllm_version"].startswith("0.")
     assert meta["timeseries_source"].startswith("GET /metrics") or len(series) >= 0
     # traces import of the result (our own format) reads back the same samples
-    assert main(["traces", "import", "clearsim", str(res.trace_path), "real-imported"]) == 0
+    assert main(["traces", "import", "clearsim", str(res.trace_path), "--name", "real-imported"]) == 0
     capsys.readouterr()
     back = TraceSet.read(clearsim_home / "traces" / "real-imported.parquet")
     assert np.array_equal(back.sample_tokens, ts.sample_tokens)
@@ -88,7 +88,7 @@ def test_kill_then_resume_against_the_real_server(vllm_server, tmp_path):
     assert 2 <= done_before < 16
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert f"resum" in out.stderr.lower()
+    assert "resum" in out.stderr.lower()
     from traces.schema import TraceSet
 
     ts = TraceSet.read(home / "traces" / "killed.parquet")
