@@ -1,5 +1,6 @@
 """Regenerate the tables of docs/validation.md: calibration against every recorded vLLM run,
-one out-of-sample cross-check, and the queueing-theory estimates.
+the out-of-sample table (GPU pair both ways, CPU runs fit at one load), and the queueing-theory
+estimates.
 
     python benchmarks/validation_report.py ../shared/data/serving/vllm_runs > /tmp/tables.md
 """
@@ -14,10 +15,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "validation"))
 
-# Runs whose meta.json lacks the KV size but whose card, model and vLLM version match a run
-# that records it: the earlier RTX 4090 run (same 24 GB card, Llama-3.1-8B, vLLM 0.19.0,
-# gpu_memory_utilization default 0.9) gets the newer run's 2,588 blocks.
-KV_FROM_SIBLING = {"RTX4090_Llama-3.1-8B_tp1_earlier-run_maxseqs128": 2588}
+# No KV size is typed in any more: a run that does not record it has it inferred from its own
+# time series (sim/kv_infer.py).
+KV_FROM_SIBLING: dict[str, int] = {}
+CPU_RUNS = Path(__file__).resolve().parents[1] / "sim" / "calibration_data" / "cpu_runs"
 
 
 def calibration(root: Path) -> str:
@@ -40,15 +41,47 @@ def calibration(root: Path) -> str:
                    f"{trip('ttft')} | {trip('tpot')} | {trip('e2e')} | "
                    f"{s1[('e2e', 'median')]:+.1%}, {s1[('tpot', 'mean')]:+.1%} | "
                    f"{'met' if res['target']['within_15pct'] else 'NOT met'} |")
-    a = root / "RTX4090_Llama-3.1-8B_tp1"
-    b = root / "RTX4090_Llama-3.1-8B_tp1_earlier-run_maxseqs128"
-    cc = cross_check(a, b, test_kv_blocks=KV_FROM_SIBLING[b.name])
-    real = {(r["metric"], r["stat"]): r["error"] for r in cc["rows"]}
-    lines = [f"{m} mean {real[(m, 'mean')]:+.1%}, median {real[(m, 'median')]:+.1%}"
-             for m in ("ttft", "tpot", "e2e")]
-    out.append("")
-    out.append(f"Out of sample: coefficients fitted on {a.name} (max_num_seqs 256), replayed on "
-               f"{b.name} (max_num_seqs 128, KV 2,588 blocks): " + "; ".join(lines) + ".")
+    return "\n".join(out)
+
+
+def out_of_sample_pairs(root: Path) -> list[tuple[list[Path], list[Path]]]:
+    """The GPU pair both ways; each CPU model fitted at one load and checked at the others,
+    then fitted at its lowest and highest load and checked at the middle one."""
+    a, b = root / "RTX4090_Llama-3.1-8B_tp1", root / "RTX4090_Llama-3.1-8B_tp1_earlier-run_maxseqs128"
+    pairs = [([a], [b]), ([b], [a])]
+    if CPU_RUNS.is_dir():
+        groups: dict[str, list[Path]] = {}
+        for d in sorted(p for p in CPU_RUNS.iterdir() if (p / "requests.jsonl").is_file()):
+            groups.setdefault(d.name.rsplit("_r", 1)[0], []).append(d)
+        for runs in groups.values():
+            runs.sort(key=lambda p: float(p.name.rsplit("_r", 1)[1]))
+            for i, fit_run in enumerate(runs):
+                pairs.append(([fit_run], runs[:i] + runs[i + 1:]))
+        for runs in groups.values():
+            if len(runs) == 3:
+                pairs.append(([runs[0], runs[2]], [runs[1]]))
+    return pairs
+
+
+def out_of_sample_table(root: Path, max_evals: int = 120) -> str:
+    from sim.calibrate import out_of_sample
+
+    out = ["| fit on | check on | KV of the check run | fitted c0 ms / c1 us / c2 us / overhead ms "
+           "| TTFT mean / p50 | TPOT mean / p50 | E2E mean / p50 / p90 | target (E2E p50, TPOT mean) |",
+           "|---|---|---|---|---|---|---|---|"]
+    for fits, checks in out_of_sample_pairs(root):
+        res = out_of_sample(fits, checks, max_evals=max_evals)
+        f = res["fitted"]
+        for c in res["checks"]:
+            err = {(r["metric"], r["stat"]): r["error"] for r in c["rows"]}
+            fmt = lambda m, ss: " / ".join(f"{err[(m, s)]:+.1%}" for s in ss)
+            kv = f"{c['flags']['kv_blocks'] or 'unl.'} ({c['flags']['kv_source']})"
+            out.append(f"| {', '.join(res['fit_on'])} | {c['run']} | {kv} | "
+                       f"{f['c0_us'] / 1000:.2f} / {f['c1_us']:.0f} / {f['c2_us']:.0f} / "
+                       f"{f['overhead_ms']:.1f} | {fmt('ttft', ('mean', 'median'))} | "
+                       f"{fmt('tpot', ('mean', 'median'))} | {fmt('e2e', ('mean', 'median', 'p90'))} | "
+                       f"{'met' if c['target']['within_10pct'] else 'NOT met'} "
+                       f"({err[('e2e', 'median')]:+.1%}, {err[('tpot', 'mean')]:+.1%}) |")
     return "\n".join(out)
 
 
@@ -96,5 +129,7 @@ def queueing() -> str:
 if __name__ == "__main__":
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("../shared/data/serving/vllm_runs")
     print(calibration(root))
+    print()
+    print(out_of_sample_table(root))
     print()
     print(queueing())

@@ -93,7 +93,7 @@ def cmd_traces_predict(args) -> int:
 
 
 #: Modules adding ``clearsim traces`` subcommands: each has ``register(traces_subparsers)``.
-TRACES_COMMAND_MODULES = ["traces.collect.cli"]
+TRACES_COMMAND_MODULES = ["traces.collect.cli", "traces.collect.record_cli"]
 
 
 def register(sub) -> None:

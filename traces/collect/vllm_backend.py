@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Iterator
 
 from sim.errors import UserError
@@ -44,6 +45,7 @@ from traces.collect.backend import (
     RequestTiming,
 )
 from traces.collect.timing import snapshot_from
+from traces.collect.tiny_model import check_model_dir
 
 
 def import_vllm():
@@ -57,6 +59,12 @@ def import_vllm():
             field="--model",
         ) from None
     return vllm
+
+
+def check_local_model(model: str) -> None:
+    """A ``--model`` that is a path must be a model folder: one line, not vLLM's traceback."""
+    if Path(model).expanduser().exists() or model.startswith((".", "/", "~")):
+        check_model_dir(Path(model).expanduser())
 
 
 def _attr_path(obj, *paths: str):
@@ -135,6 +143,7 @@ class VllmBackend:
     kind = "vllm"
 
     def __init__(self, model: str, *, revision: str | None, seed: int, engine_args: dict) -> None:
+        check_local_model(model)
         self._vllm = import_vllm()
         self.model = model
         self.revision = revision
