@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         args = ap.parse_args(argv)
     except SystemExit as exc:  # --help, --version or a usage error (already printed)
         return exc.code if isinstance(exc.code, int) else 0
-    if not getattr(args, "func", None):
-        ap.print_help()
+    if not getattr(args, "func", None):  # no command (or no subcommand): one line, exit 2
+        print("clearsim: error: give a command (see 'clearsim --help' for the list)",
+              file=sys.stderr)
         return 2
     try:
         return args.func(args)

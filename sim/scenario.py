@@ -23,9 +23,17 @@ from traces.pools import POOL_EDGES, STREAMS
 from traces.predictors import PREDICTOR_SPEC
 
 
+MAX_QUERIES = 10_000_000  # run-away guards, stated in --help (scenario-fields) and docs
+MAX_REPLICAS = 4096
+MAX_BUDGET = 1e7  # mean tokens per query
+MAX_SEED = 2**63 - 1
+
+
 def _sets(v) -> str | None:
     if not v or not all(isinstance(s, str) and s for s in v):
         return "expected a non-empty list of trace set names (see 'clearsim traces list')"
+    if len(set(v)) != len(v):
+        return "a trace set is listed twice; list each once (use traces.mix to weight them)"
     return None
 
 
@@ -53,8 +61,10 @@ TRACES_SPEC = {
 ARRIVALS_SPEC = {
     "process": Field((str,), "poisson", "arrival process (see docs/engine.md)", choices=PROCESSES),
     "rate": Field((float,), None, "mean arrivals per second (required except for replay, where "
-                  "it rescales the trace to this mean rate)", nullable=True, check=positive),
-    "queries": Field((int,), doc="number of arriving queries (the run's horizon)", check=positive),
+                  "it rescales the trace to this mean rate); 1e-6 to 1e9", nullable=True,
+                  check=positive, min=1e-6, max=1e9),
+    "queries": Field((int,), doc="number of arriving queries (the run's horizon); at most "
+                     f"{MAX_QUERIES:,} (run-away guard)", check=positive, max=MAX_QUERIES),
     "burstiness": Field((float,), 1.0, "gamma: shape of the gaps, as vllm bench --burstiness "
                         "(1 = Poisson, < 1 burstier)", check=positive),
     "schedule": Field((list,), None, "piecewise: [[start_s, rate], ...] from 0", nullable=True,
@@ -77,7 +87,8 @@ def _engine_spec() -> dict[str, Field]:
     return {
         "preset": Field((str,), "qwen2.5-math-7b-h100", "step-time preset (model, GPU)",
                         choices=tuple(presets())),
-        "replicas": Field((int,), 1, "number of GPU replicas", check=positive),
+        "replicas": Field((int,), 1, f"number of GPU replicas (at most {MAX_REPLICAS:,})",
+                          check=positive, max=MAX_REPLICAS),
         "routing": Field((str,), "round-robin", "how requests are spread over replicas",
                          choices=("round-robin", "least-loaded")),
         "max_num_seqs": Field((int,), 256, "running-batch cap (vLLM --max-num-seqs)", check=positive),
@@ -119,10 +130,11 @@ def scenario_spec() -> dict[str, Field]:
     return {
         "name": Field((str,), None, "scenario name (default: the file name)", nullable=True),
         "description": Field((str,), "", "what the scenario is for"),
-        "seed": Field((int,), 0, "random seed: same seed, same bytes out", check=non_negative),
+        "seed": Field((int,), 0, "random seed: same seed, same bytes out (< 2**63)",
+                      check=non_negative, max=MAX_SEED),
         "budget": Field((float,), None, "target mean tokens per query (the token budget); "
-                        "required unless budget_utilisation is given", nullable=True,
-                        check=positive),
+                        "required unless budget_utilisation is given; at most "
+                        f"{MAX_BUDGET:g}", nullable=True, check=positive, max=MAX_BUDGET),
         "budget_utilisation": Field((float,), None, "give the budget as a token rate instead: "
                                     "this share of the engine's decode throughput at full "
                                     "batch (docs/online-vs-batch.md); budget is then derived "
