@@ -122,7 +122,8 @@ def read_trace(path: str) -> tuple[np.ndarray, np.ndarray]:
             df = pd.read_parquet(p) if p.suffix == ".parquet" else read_source(p)
         t = pd.to_numeric(df["arrival_s"], errors="raise").to_numpy(dtype=float)
         lengths = pd.to_numeric(df["input_tokens"], errors="raise").to_numpy(dtype=float)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeWarning) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError,
+            RuntimeWarning) as exc:
         raise UserError(f"cannot read arrival trace ({exc.__class__.__name__}: {str(exc)[:80]}); expected an "
                         "Azure-style CSV (TIMESTAMP, ContextTokens) or a JSONL with timestamp (ms) "
                         "and input_length", where=str(p)) from None

@@ -27,6 +27,12 @@ MAX_QUERIES = 10_000_000  # run-away guards, stated in --help (scenario-fields) 
 MAX_REPLICAS = 4096
 MAX_BUDGET = 1e7  # mean tokens per query
 MAX_SEED = 2**63 - 1
+GUARDS_HELP = (
+    "Run-away guards (bad input is refused before anything runs or is written): every number "
+    "finite and at most 1e12; arrivals.queries <= 10,000,000; engine.replicas <= 4096 (also a "
+    "plan's replicas search); budget <= 1e7 tokens/query; arrivals.rate in [1e-6, 1e9]; seed < "
+    "2**63; predictor.sigma <= 20; a YAML file whose aliases expand to more than 100,000 values "
+    "is refused; error messages quote values cut short.  See docs/hardening.md.")
 
 
 def _sets(v) -> str | None:
@@ -249,7 +255,33 @@ def load_scenario(name_or_path: str, overrides: dict[str, object] | None = None)
     data = read_yaml(path, "scenario")
     if overrides:
         data = apply_overrides(data, overrides)
-    return validate_scenario(data, where=str(path), default_name=path.stem)
+    return absolute_paths(validate_scenario(data, where=str(path), default_name=path.stem), path)
+
+
+def _absolute(ref: str, scenario_path: Path) -> str:
+    """A relative file reference as an absolute path: from the current folder if it exists
+    there, else from the scenario's folder (so a saved run folder's scenario reruns anywhere)."""
+    p = Path(ref)
+    if p.is_absolute():
+        return ref
+    if not p.exists() and (scenario_path.parent / p).exists():
+        p = scenario_path.parent / p
+    return str(p.resolve()) if p.exists() else ref  # a missing file is reported where it is read
+
+
+def absolute_paths(sc: dict, scenario_path: Path) -> dict:
+    """Resolve every file a scenario names (``.parquet`` trace sets, the arrival trace, the
+    step table) one way; the resolved scenario, saved as a run's scenario.yaml, holds them
+    absolute."""
+    sets = sc["traces"]["sets"]
+    sc["traces"]["sets"] = [_absolute(x, scenario_path) if x.endswith(".parquet") else x
+                            for x in sets]
+    trace = sc["arrivals"].get("trace")
+    if trace and trace not in TRACE_ALIASES:
+        sc["arrivals"]["trace"] = _absolute(trace, scenario_path)
+    if sc["engine"].get("step_table"):
+        sc["engine"]["step_table"] = _absolute(sc["engine"]["step_table"], scenario_path)
+    return sc
 
 
 def describe_fields() -> str:

@@ -247,6 +247,8 @@ def _finite_ints(values: np.ndarray, col: str) -> None:
     would become -2**63)."""
     if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
         raise ValueError(f"column {col} holds NaN or infinite values")
+    if values.dtype.kind == "f" and values.size and np.max(np.abs(values)) > 2.0**62:
+        raise ValueError(f"column {col} holds values beyond 2**62 tokens")
     if values.dtype.kind not in "fiub":
         raise ValueError(f"column {col} holds {values.dtype} values, not token counts")
 

@@ -225,3 +225,31 @@ def test_bad_input_contract(tmp_path, monkeypatch, capsys, name, files, argv, ex
         assert text in lines[0], lines[0]
     left = _tree(tmp_path) - before - {".home"}
     assert not left, left  # no output folder, no partial or hidden file
+
+
+@pytest.mark.parametrize("name, expected", [("../../escaped", "escaped"), ("/etc/passwd", "etc-passwd"),
+                                             ("..", "run"), ("a" * 300, "a" * 100),
+                                             ("ok_name-1.2", "ok_name-1.2")])
+def test_default_folders_stay_under_runs_and_sweeps(name, expected):
+    from sim.outdirs import safe_name
+    from sim.runner import default_out_dir
+    from sim.sweep import default_sweep_dir
+
+    assert safe_name(name) == expected
+    run_dir, sweep_dir = default_out_dir(name), default_sweep_dir(name)
+    assert run_dir.parent == Path("runs") and run_dir.name.startswith(expected + "-")
+    assert sweep_dir.parent == Path("sweeps")
+    assert ".." not in run_dir.parts and ".." not in sweep_dir.parts
+
+
+def test_stale_partial_folders_of_killed_runs_are_removed(tmp_path):
+    import time
+
+    from sim.outdirs import clean_stale, partial_dir
+
+    old = tmp_path / ".r-1.abc.partial"
+    old.mkdir()
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    fresh = partial_dir(tmp_path / "r-2")  # a run writing now: cleans the stale one only
+    assert not old.exists() and fresh.is_dir()
+    assert clean_stale(tmp_path) == []  # the fresh one is not stale
