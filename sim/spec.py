@@ -104,15 +104,18 @@ def check_value(value, fld: Field, *, where: str | None, path: str):
             where=where,
             field=path,
         )
-    problem = _number_problem(value, fld)
-    if problem:
-        raise UserError(f"got {short(value)}; {problem}", where=where, field=path)
     if float in fld.types and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > MAX_NUMBER:  # before float(): 10**400 would overflow
+            raise UserError(f"got {short(value)}; must be <= {MAX_NUMBER:g} in size", where=where,
+                            field=path)
         value = float(value) if int not in fld.types else value
     if fld.check is not None:
         msg = fld.check(value)
         if msg:
             raise UserError(f"got {short(value)}; {msg}", where=where, field=path)
+    problem = _number_problem(value, fld)
+    if problem:
+        raise UserError(f"got {short(value)}; {problem}", where=where, field=path)
     return value
 
 
