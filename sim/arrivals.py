@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -116,13 +117,25 @@ def read_trace(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(arrival seconds from 0, input tokens) of an Azure-style CSV or Mooncake-style JSONL."""
     p = Path(path)
     try:
-        df = pd.read_parquet(p) if p.suffix == ".parquet" else read_source(p)
-        t = df["arrival_s"].to_numpy(dtype=float)
-        tokens = df["input_tokens"].to_numpy(dtype=np.int64)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"cannot read arrival trace ({exc.__class__.__name__}: {exc}); expected an "
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # NaN cast to int: a bad row
+            df = pd.read_parquet(p) if p.suffix == ".parquet" else read_source(p)
+        t = pd.to_numeric(df["arrival_s"], errors="raise").to_numpy(dtype=float)
+        lengths = pd.to_numeric(df["input_tokens"], errors="raise").to_numpy(dtype=float)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError,
+            RuntimeWarning) as exc:
+        raise UserError(f"cannot read arrival trace ({exc.__class__.__name__}: {str(exc)[:80]}); expected an "
                         "Azure-style CSV (TIMESTAMP, ContextTokens) or a JSONL with timestamp (ms) "
                         "and input_length", where=str(p)) from None
+    for col, arr in (("timestamp", t), ("input length", lengths)):
+        bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0))
+        if bad.size:
+            raise UserError(f"row {int(bad[0]) + 1}: {arr[bad[0]]!r} is not a finite number >= 0 "
+                            f"({bad.size} such rows)", where=str(p), field=col)
+    if np.any(np.abs(t) > 1e12) or np.any(lengths > 1e9):
+        raise UserError("timestamps beyond 1e12 s or input lengths beyond 1e9 tokens",
+                        where=str(p))
+    tokens = lengths.astype(np.int64)
     order = np.argsort(t, kind="stable")
     t, tokens = t[order], tokens[order]
     if len(t) < 2 or t[-1] <= t[0]:

@@ -69,7 +69,7 @@ def cmd_scenarios(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from sim.experiment_cli import add_set_option
-    from sim.scenario import describe_fields
+    from sim.scenario import GUARDS_HELP, describe_fields
 
     ap = Parser(prog="clearsim", description="Simulate serving LLM reasoning under a token budget: "
                  "recorded accuracy-vs-tokens traces, SimPy continuous-batching replicas, and "
@@ -83,12 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "policy (same arrivals, same hidden outcomes) and print accuracy, tokens "
                        "per query, abandon rate and latency side by side. Writes queries.parquet, "
                        "summary.json and the resolved scenario.yaml into the run folder.",
-                       epilog="Scenario fields (YAML):\n" + describe_fields())
+                       epilog="Scenario fields (YAML):\n" + describe_fields() + "\n\n"
+                       + GUARDS_HELP)
     p.add_argument("scenario", nargs="?", default="default",
                    help="shipped scenario name or path to a YAML file (default: default)")
     p.add_argument("--out", metavar="DIR", default=None,
-                   help="run folder to create (default: runs/<scenario>-<timestamp>/); must not "
-                   "exist or be empty")
+                   help="run folder to create (default: runs/<scenario>-<timestamp>/, the name "
+                   "reduced to letters, digits, '.', '_', '-'); must not exist or be empty, and "
+                   "is checked before the simulation")
     p.add_argument("--seed", type=non_negative_int, default=None,
                    help="random seed (overrides the scenario's); same seed, same bytes out")
     p.add_argument("--policies", metavar="A,B", default=None,
@@ -124,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         args = ap.parse_args(argv)
     except SystemExit as exc:  # --help, --version or a usage error (already printed)
         return exc.code if isinstance(exc.code, int) else 0
-    if not getattr(args, "func", None):
-        ap.print_help()
+    if not getattr(args, "func", None):  # no command (or no subcommand): one line, exit 2
+        print("clearsim: error: give a command (see 'clearsim --help' for the list)",
+              file=sys.stderr)
         return 2
     try:
         return args.func(args)

@@ -78,9 +78,24 @@ class LocalExecutor(Executor):
             yield t, fn(t)
 
 
+def _die_with_parent() -> None:
+    """Pool initializer: on Linux, the kernel sends the worker SIGTERM when the sweep process
+    dies, even by SIGKILL (a killed ``processes`` sweep left its workers running)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass  # not Linux: workers end when they find the call queue closed
+
+
 class ProcessExecutor(Executor):
     def __init__(self, workers: int | None):
-        self.pool = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+        self.pool = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1,
+                                        initializer=_die_with_parent)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

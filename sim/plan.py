@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.errors import UserError
+from sim.scenario import MAX_REPLICAS
 from sim.spec import Field, check, non_negative, positive, read_yaml
 from sim.sweep import base_path, check_key, find_file
 
@@ -42,12 +43,13 @@ SEARCH_SPEC = {
     "over": Field((str,), "replicas", "what to search: the fewest replicas, or the highest "
                   "arrival rate at the scenario's replicas", choices=("replicas", "rate")),
     "min": Field((float,), 1, "lower end of the search range", check=positive),
-    "max": Field((float,), 64, "upper end of the search range", check=positive),
+    "max": Field((float,), 64, "upper end of the search range (replicas: at most "
+                 f"{MAX_REPLICAS:,})", check=positive),
     "tolerance": Field((float,), 0.02, "relative precision of a rate search", check=positive),
 }
 SLO_SPEC = {
     "p99_e2e_s": Field((float,), doc="p99 end-to-end latency limit L (seconds)", check=positive),
-    "accuracy": Field((float,), 0.0, "accuracy floor A", check=non_negative),
+    "accuracy": Field((float,), 0.0, "accuracy floor A, in [0, 1]", check=non_negative, max=1.0),
     "accuracy_metric": Field((str,), "expected_accuracy", "which accuracy the floor applies to "
                              "(expected: same mean as sampled, lower variance)",
                              choices=("expected_accuracy", "accuracy")),
@@ -121,6 +123,9 @@ def load_plan(name_or_path: str, overrides: dict | None = None) -> tuple[dict, s
         raise UserError(f"min {s['min']:g} > max {s['max']:g}", where=where, field="search.min")
     if s["over"] == "replicas" and (s["min"] != int(s["min"]) or s["max"] != int(s["max"])):
         raise UserError("a replicas search needs whole numbers", where=where, field="search")
+    if s["over"] == "replicas" and s["max"] > MAX_REPLICAS:
+        raise UserError(f"got {s['max']:g}; a replicas search goes up to {MAX_REPLICAS:,} "
+                        "(run-away guard)", where=where, field="search.max")
     for key in spec["set"] or {}:
         check_key(str(key), where=where, field_path=f"set.{key}")
     for key in overrides or {}:

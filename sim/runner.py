@@ -31,6 +31,8 @@ from sim.allocation import DecisionClock, Decisions, allocation_process, decide_
 from sim.early_exit import ExitLog, record_exits
 from sim.engine import EngineConfig, Recorder, Replica, Router, sample_timeseries
 from sim.errors import UserError
+from sim.outdirs import check_out_dir, partial_dir, safe_name
+from sim.spec import safe_load
 from sim.metrics import summarise
 from sim.scenario import load_scenario, resolve_scenario_path
 from sim.workload import Workload, build_workload
@@ -254,11 +256,15 @@ def resolve(scenario: str = "default", *, seed: int | None = None, policies=None
         ov["arrivals.rate"] = rate
     if queries is not None:
         ov["arrivals.queries"] = queries
-    if policies:
+    if policies is not None:
         names = policies.split(",") if isinstance(policies, str) else list(policies)
+        names = [n.strip() if isinstance(n, str) else n for n in names]
+        if not names or not all(names):
+            raise UserError(f"got {str(policies)[:60]!r}; expected comma-separated policy names "
+                            "or labels", field="--policies")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            raw = safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, OSError, UnicodeDecodeError, RecursionError):
             raw = None  # load_scenario below reports it
         base = raw.get("policies", []) if isinstance(raw, dict) else []
         ov["policies"] = _select_policies(base if isinstance(base, list) else [], names)
@@ -266,7 +272,7 @@ def resolve(scenario: str = "default", *, seed: int | None = None, policies=None
 
 
 def default_out_dir(name: str) -> Path:
-    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / f"{safe_name(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -276,12 +282,12 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
 def write_run(result: RunResult, out: str | os.PathLike, report: bool = True) -> Path:
     """Write queries.parquet, summary.json, scenario.yaml (and report.html) into ``out``,
     all or nothing."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError("output folder exists and is not empty; choose another --out or remove it",
-                        where=str(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    out = check_out_dir(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = partial_dir(out)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder ({exc.strerror})", where=str(out)) from None
     try:
         _write_parquet(result.queries, tmp / "queries.parquet")
         if result.timeseries is not None:
@@ -294,6 +300,10 @@ def write_run(result: RunResult, out: str | os.PathLike, report: bool = True) ->
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"cannot write the run folder ({exc.strerror or exc})",
+                        where=str(out)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -313,6 +323,7 @@ def run(scenario: str = "default", *, out: str | os.PathLike | None = None, seed
     the scenario's seed, policies (names or labels, a list or comma-separated), budget (mean
     tokens per query), arrival rate (queries per second) and number of queries.
     """
+    check_out_dir(out if out is not None else default_out_dir("probe"))  # before simulating
     result = simulate(scenario, seed=seed, policies=policies, budget=budget, rate=rate,
                       queries=queries, overrides=overrides)
     write_run(result, out if out is not None else default_out_dir(result.scenario["name"]),

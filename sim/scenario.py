@@ -24,9 +24,23 @@ from traces.pools import EDGE_PRESETS, POOL_EDGES, REASONING_EDGES, STREAMS
 from traces.predictors import PREDICTOR_SPEC
 
 
+MAX_QUERIES = 10_000_000  # run-away guards, stated in --help (scenario-fields) and docs
+MAX_REPLICAS = 4096
+MAX_BUDGET = 1e7  # mean tokens per query
+MAX_SEED = 2**63 - 1
+GUARDS_HELP = (
+    "Run-away guards (bad input is refused before anything runs or is written): every number "
+    "finite and at most 1e12; arrivals.queries <= 10,000,000; engine.replicas <= 4096 (also a "
+    "plan's replicas search); budget <= 1e7 tokens/query; arrivals.rate in [1e-6, 1e9]; seed < "
+    "2**63; predictor.sigma <= 20; a YAML file whose aliases expand to more than 100,000 values "
+    "is refused; error messages quote values cut short.  See docs/hardening.md.")
+
+
 def _sets(v) -> str | None:
     if not v or not all(isinstance(s, str) and s for s in v):
         return "expected a non-empty list of trace set names (see 'clearsim traces list')"
+    if len(set(v)) != len(v):
+        return "a trace set is listed twice; list each once (use traces.mix to weight them)"
     return None
 
 
@@ -63,8 +77,10 @@ TRACES_SPEC = {
 ARRIVALS_SPEC = {
     "process": Field((str,), "poisson", "arrival process (see docs/engine.md)", choices=PROCESSES),
     "rate": Field((float,), None, "mean arrivals per second (required except for replay, where "
-                  "it rescales the trace to this mean rate)", nullable=True, check=positive),
-    "queries": Field((int,), doc="number of arriving queries (the run's horizon)", check=positive),
+                  "it rescales the trace to this mean rate); 1e-6 to 1e9", nullable=True,
+                  check=positive, min=1e-6, max=1e9),
+    "queries": Field((int,), doc="number of arriving queries (the run's horizon); at most "
+                     f"{MAX_QUERIES:,} (run-away guard)", check=positive, max=MAX_QUERIES),
     "burstiness": Field((float,), 1.0, "gamma: shape of the gaps, as vllm bench --burstiness "
                         "(1 = Poisson, < 1 burstier)", check=positive),
     "schedule": Field((list,), None, "piecewise: [[start_s, rate], ...] from 0", nullable=True,
@@ -87,7 +103,8 @@ def _engine_spec() -> dict[str, Field]:
     return {
         "preset": Field((str,), "qwen2.5-math-7b-h100", "step-time preset (model, GPU)",
                         choices=tuple(presets())),
-        "replicas": Field((int,), 1, "number of GPU replicas", check=positive),
+        "replicas": Field((int,), 1, f"number of GPU replicas (at most {MAX_REPLICAS:,})",
+                          check=positive, max=MAX_REPLICAS),
         "routing": Field((str,), "round-robin", "how requests are spread over replicas",
                          choices=("round-robin", "least-loaded")),
         "max_num_seqs": Field((int,), 256, "running-batch cap (vLLM --max-num-seqs)", check=positive),
@@ -129,10 +146,11 @@ def scenario_spec() -> dict[str, Field]:
     return {
         "name": Field((str,), None, "scenario name (default: the file name)", nullable=True),
         "description": Field((str,), "", "what the scenario is for"),
-        "seed": Field((int,), 0, "random seed: same seed, same bytes out", check=non_negative),
+        "seed": Field((int,), 0, "random seed: same seed, same bytes out (< 2**63)",
+                      check=non_negative, max=MAX_SEED),
         "budget": Field((float,), None, "target mean tokens per query (the token budget); "
-                        "required unless budget_utilisation is given", nullable=True,
-                        check=positive),
+                        "required unless budget_utilisation is given; at most "
+                        f"{MAX_BUDGET:g}", nullable=True, check=positive, max=MAX_BUDGET),
         "budget_utilisation": Field((float,), None, "give the budget as a token rate instead: "
                                     "this share of the engine's decode throughput at full "
                                     "batch (docs/online-vs-batch.md); budget is then derived "
@@ -247,7 +265,33 @@ def load_scenario(name_or_path: str, overrides: dict[str, object] | None = None)
     data = read_yaml(path, "scenario")
     if overrides:
         data = apply_overrides(data, overrides)
-    return validate_scenario(data, where=str(path), default_name=path.stem)
+    return absolute_paths(validate_scenario(data, where=str(path), default_name=path.stem), path)
+
+
+def _absolute(ref: str, scenario_path: Path) -> str:
+    """A relative file reference as an absolute path: from the current folder if it exists
+    there, else from the scenario's folder (so a saved run folder's scenario reruns anywhere)."""
+    p = Path(ref)
+    if p.is_absolute():
+        return ref
+    if not p.exists() and (scenario_path.parent / p).exists():
+        p = scenario_path.parent / p
+    return str(p.resolve()) if p.exists() else ref  # a missing file is reported where it is read
+
+
+def absolute_paths(sc: dict, scenario_path: Path) -> dict:
+    """Resolve every file a scenario names (``.parquet`` trace sets, the arrival trace, the
+    step table) one way; the resolved scenario, saved as a run's scenario.yaml, holds them
+    absolute."""
+    sets = sc["traces"]["sets"]
+    sc["traces"]["sets"] = [_absolute(x, scenario_path) if x.endswith(".parquet") else x
+                            for x in sets]
+    trace = sc["arrivals"].get("trace")
+    if trace and trace not in TRACE_ALIASES:
+        sc["arrivals"]["trace"] = _absolute(trace, scenario_path)
+    if sc["engine"].get("step_table"):
+        sc["engine"]["step_table"] = _absolute(sc["engine"]["step_table"], scenario_path)
+    return sc
 
 
 def describe_fields() -> str:

@@ -48,7 +48,7 @@ from sim.errors import UserError
 from sim.executors import Executor, open_executor, parse_executor
 from sim.files import write_atomic, write_text_atomic
 from sim.scenario import SECTION_SPECS, scenario_spec
-from sim.spec import Field, check, read_yaml
+from sim.spec import Field, check, read_yaml, safe_load, short
 
 MANIFEST = "sweep.json"
 CELLS = "cells"
@@ -195,9 +195,9 @@ def parse_overrides(items: list[str] | None) -> dict:
             raise UserError(f"--set expects KEY=VALUE (a dotted scenario key), got '{item}'")
         check_key(key, where="--set", field_path=key)
         try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise UserError(f"--set {key}: value '{value}' is not valid YAML") from None
+            out[key] = safe_load(value)
+        except (yaml.YAMLError, RecursionError):
+            raise UserError(f"--set {key}: value {short(value)} is not valid YAML") from None
     return out
 
 
@@ -331,8 +331,15 @@ def manifest(sw: Sweep) -> dict:
 
 def check_out_dir(out: Path, sw: Sweep, resume: bool) -> bool:
     """Decide whether ``out`` may receive this sweep; True when it already holds it."""
+    from sim.outdirs import check_out_dir as check_writable
+
     if not out.exists():
+        if resume:
+            raise UserError("--resume: no such sweep folder; run without --resume to start it",
+                            where=str(out))
+        check_writable(out)
         return False
+    check_writable(out, allow_existing=True)
     if not out.is_dir():
         raise UserError("output path exists and is not a folder", where=str(out))
     if not any(out.iterdir()):
@@ -463,7 +470,9 @@ class SweepResult:
 
 
 def default_sweep_dir(name: str) -> Path:
-    return Path("sweeps") / name
+    from sim.outdirs import safe_name
+
+    return Path("sweeps") / safe_name(name, "sweep")
 
 
 def sweep(sweep_file: str | dict, *, out: str | os.PathLike | None = None,

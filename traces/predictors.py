@@ -36,7 +36,8 @@ def _train_sets(v) -> str | None:
 PREDICTOR_SPEC = {
     "kind": Field((str,), "oracle", "which predictor policies see",
                   choices=("oracle", "noisy", "prior", "learned")),
-    "sigma": Field((float,), 0.0, "lognormal noise of 'noisy' (std of log tau)", check=non_negative),
+    "sigma": Field((float,), 0.0, "lognormal noise of 'noisy' (std of log tau, at most 20)",
+                   check=non_negative, max=20.0),
     "train": Field((list,), None, "training trace sets of 'prior' and 'learned' (null = "
                    "gpt-4_gsm8k_t0.7_k6, qwen25-math-instruct_math100_t0.7_k8: in distribution)",
                    nullable=True, check=_train_sets),

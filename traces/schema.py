@@ -295,13 +295,28 @@ class TraceSet:
                 field="format_version",
             )
 
+        try:
+            return check_trace_content(cls._from_table(table, info), where=str(path))
+        except (pa.ArrowException, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UserError(
+                f"corrupt trace file ({type(exc).__name__}: {str(exc)[:80]}); re-import it with "
+                "'clearsim traces import'",
+                where=str(path),
+            ) from None
+
+    @classmethod
+    def _from_table(cls, table: pa.Table, info: dict) -> "TraceSet":
         def flat(col: str) -> tuple[np.ndarray, np.ndarray]:
             arr = table.column(col).combine_chunks()
             return arr.offsets.to_numpy().astype(np.int64), arr.values.to_numpy(zero_copy_only=False)
 
         offsets, tokens = flat("sample_tokens")
-        _, correct = flat("sample_correct")
-        _, truncated = flat("sample_truncated")
+        off_c, correct = flat("sample_correct")
+        off_t, truncated = flat("sample_truncated")
+        if not (np.array_equal(offsets, off_c) and np.array_equal(offsets, off_t)):
+            raise ValueError("sample_tokens, sample_correct and sample_truncated lists differ in length")
+        _finite_ints(tokens, "sample_tokens")
+        _finite_ints(table.column("prompt_tokens").to_numpy(zero_copy_only=False), "prompt_tokens")
         probes = {}
         if "sample_probes" in table.column_names:
             missing = [f for f in PROBE_FIELDS if f not in table.column_names]
@@ -318,12 +333,8 @@ class TraceSet:
                     break
                 probes[f] = values.astype(dt)
             if missing or len(counts) != len(tokens):
-                raise UserError(
-                    f"probe columns inconsistent ({', '.join(missing) or 'sample_probes'}); "
-                    "re-import it with 'clearsim traces import'",
-                    where=str(path),
-                    field=(missing or ["sample_probes"])[0],
-                )
+                raise ValueError(
+                    f"probe columns inconsistent ({', '.join(missing) or 'sample_probes'})")
         return cls(
             name=info["name"],
             meta=info.get("meta", {}),
@@ -339,3 +350,39 @@ class TraceSet:
             sample_truncated=truncated.astype(bool),
             **probes,
         )
+
+
+def _finite_ints(values: np.ndarray, col: str) -> None:
+    """Token counts stored as floats must be whole and finite before the int64 cast (NaN
+    would become -2**63)."""
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        raise ValueError(f"column {col} holds NaN or infinite values")
+    if values.dtype.kind == "f" and values.size and np.max(np.abs(values)) > 2.0**62:
+        raise ValueError(f"column {col} holds values beyond 2**62 tokens")
+    if values.dtype.kind not in "fiub":
+        raise ValueError(f"column {col} holds {values.dtype} values, not token counts")
+
+
+def check_trace_content(ts: "TraceSet", where: str | None = None) -> "TraceSet":
+    """The one content check of a trace set (every command reading one gets it): at least one
+    query, at least one sample per query, non-negative token counts, unique query ids."""
+    n = len(ts.query_id)
+    if n == 0:
+        raise UserError("holds no queries; re-import it", where=where)
+    counts = np.diff(ts.offsets)
+    if len(ts.offsets) != n + 1 or len(ts.prompt_tokens) != n:
+        raise UserError("columns differ in length; re-import it", where=where)
+    empty = np.flatnonzero(counts <= 0)
+    if empty.size:
+        raise UserError(f"query {str(ts.query_id[empty[0]])[:60]!r} has no samples "
+                        f"({empty.size} such); every query needs at least one", where=where,
+                        field="sample_tokens")
+    for col, arr in (("sample_tokens", ts.sample_tokens), ("prompt_tokens", ts.prompt_tokens)):
+        bad = np.flatnonzero(arr < 0)
+        if bad.size:
+            raise UserError(f"row {int(bad[0])}: {int(arr[bad[0]])} is negative; token counts "
+                            "must be >= 0", where=where, field=col)
+    if len(set(ts.query_id.tolist())) != n:
+        raise UserError("the same query_id appears twice; query ids must be unique", where=where,
+                        field="query_id")
+    return ts

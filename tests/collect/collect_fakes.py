@@ -383,6 +383,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return self._json(500, {"error": {"message": "engine died (fake)"}})
             ctl.in_flight += 1
             ctl.max_in_flight = max(ctl.max_in_flight, ctl.in_flight)
+        counted = True
         try:
             if body.get("model") != ctl.model:
                 return self._json(404, {"error": {"message": f"model {body.get('model')} "
@@ -398,6 +399,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             prompt_text = tok.decode(ids)
             tokens, text, reason = fake_generation(prompt_text, body["seed"], body["max_tokens"])
             time.sleep(ctl.delay)
+            with ctl.lock:  # done in the server's count before the client can see any reply,
+                ctl.in_flight -= 1  # so a client's next request never overlaps it (no flake)
+                counted = False
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
@@ -424,8 +428,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 ctl.good += 1
                 ctl.generated.append((prompt_text, body["seed"], body["max_tokens"]))
         finally:
-            with ctl.lock:
-                ctl.in_flight -= 1
+            if counted:
+                with ctl.lock:
+                    ctl.in_flight -= 1
 
 
     def _completions(self, body: dict) -> None:

@@ -1,0 +1,255 @@
+"""Table-driven: every class of broken input found in issue 13 gets the bad-input contract.
+
+Each row builds its input files in a fresh folder and runs ``clearsim`` (run-away rows in a
+subprocess with a memory limit and a timeout): exit code 2, exactly one line on stderr naming the file or field,
+no traceback, and no file left behind (the folder holds only what the row wrote).  The timeout
+and memory limit are run-away guards (an alias bomb or a 10^12-query horizon used to take
+minutes and gigabytes), not speed measurements: the machine running the suite may be loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # tests/policies (on sys.path via tests/) must not shadow policies/
+    sys.path.insert(0, str(REPO))
+
+from helpers import make_traces  # noqa: E402
+MEM_LIMIT = 3 * 2**30  # address space of the subprocess; an expanded alias bomb needs far more
+TIMEOUT_S = 60  # interpreter start-up (numpy, pandas, pyarrow) on a loaded 2-core machine
+
+SMALL = {
+    "name": "small",
+    "seed": 0,
+    "budget": 250,
+    "traces": {"sets": ["qwen25-math-instruct_math100_t0.7_k8"]},
+    "arrivals": {"process": "poisson", "rate": 40, "queries": 30},
+    "policies": ["uniform"],
+}
+
+
+def scenario(**changes) -> str:
+    """SMALL with dotted ``changes`` (``arrivals__rate=...``) as YAML text."""
+    data = json.loads(json.dumps(SMALL))
+    for key, value in changes.items():
+        node = data
+        *parents, leaf = key.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return yaml.safe_dump(data)
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n"
+    for p, c in zip("abcdefgh", "bcdefghi")
+)
+
+
+def bomb_in(field: str) -> str:
+    """A billion-laughs document whose last alias lands in ``field`` of SMALL."""
+    body = yaml.safe_dump({k: v for k, v in SMALL.items() if k != field})
+    return BOMB + body + f"{field}: *i\n"
+
+
+def _set_table(good: pa.Table, col: str, arr) -> pa.Table:
+    return good.set_column(good.schema.get_field_index(col), col, arr)
+
+
+def trace_file(kind: str):
+    """A writer of a corrupt trace parquet of ``kind`` (content broken, form fine)."""
+
+    def write(path: Path) -> None:
+        good = make_traces([[(100, True), (200, False)], [(300, True)]]).to_table()
+        meta = good.schema.metadata
+        t = good
+        if kind == "empty":
+            t = good.slice(0, 0)
+        elif kind == "zero-samples":
+            t = _set_table(good, "sample_tokens", pa.array([[100, 200], []], pa.list_(pa.int64())))
+            t = _set_table(t, "sample_correct", pa.array([[True, False], []], pa.list_(pa.bool_())))
+            t = _set_table(t, "sample_truncated", pa.array([[False, False], []], pa.list_(pa.bool_())))
+        elif kind == "nan-tokens":
+            t = _set_table(good, "sample_tokens", pa.array([[100.0, float("nan")], [300.0]]))
+        elif kind == "negative-tokens":
+            t = _set_table(good, "sample_tokens", pa.array([[100, -5], [300]]))
+        elif kind == "string-tokens":
+            t = _set_table(good, "sample_tokens", pa.array([["100", "x"], ["300"]]))
+        elif kind == "mismatched-lists":
+            t = _set_table(good, "sample_correct", pa.array([[True], [True, False]]))
+        elif kind == "missing-column":
+            t = good.drop_columns(["prompt_tokens"])
+        elif kind == "negative-prompt":
+            t = _set_table(good, "prompt_tokens", pa.array([50, -1], pa.int64()))
+        pq.write_table(t.replace_schema_metadata(meta), path)
+
+    return write
+
+
+TRACE_KINDS = ["empty", "zero-samples", "nan-tokens", "negative-tokens", "string-tokens",
+               "mismatched-lists", "missing-column", "negative-prompt"]
+
+# (id, {file: text or writer}, argv, texts the one stderr line must hold)
+ROWS = [
+    # numbers that parse but make no sense
+    ("budget-inf", {"s.yaml": scenario(budget=float("inf"))}, ["run", "s.yaml"], ["budget"]),
+    ("budget-1e300", {"s.yaml": scenario(budget=1e300)}, ["run", "s.yaml"], ["budget"]),
+    ("rate-inf", {"s.yaml": scenario(arrivals__rate=float("inf"))}, ["run", "s.yaml"],
+     ["arrivals.rate"]),
+    ("rate-nan", {"s.yaml": scenario(arrivals__rate=float("nan"))}, ["run", "s.yaml"],
+     ["arrivals.rate"]),
+    ("rate-1e-300", {"s.yaml": scenario(arrivals__rate=1e-300)}, ["run", "s.yaml"],
+     ["arrivals.rate"]),
+    ("queries-1e12", {"s.yaml": scenario(arrivals__queries=10**12)}, ["run", "s.yaml"],
+     ["arrivals.queries"]),
+    ("queries-1e12-flag", {}, ["run", "default", "--queries", str(10**12)], ["arrivals.queries"]),
+    ("seed-2^70", {"s.yaml": scenario(seed=2**70)}, ["run", "s.yaml"], ["seed"]),
+    ("seed-2^70-flag", {}, ["run", "default", "--seed", str(2**70)], ["seed"]),
+    ("sigma-overflow", {"s.yaml": scenario(predictor__kind="noisy", predictor__sigma=1e6)},
+     ["run", "s.yaml"], ["predictor.sigma"]),
+    ("replicas-1e9", {"s.yaml": scenario(engine__replicas=10**9)}, ["run", "s.yaml"],
+     ["engine.replicas"]),
+    ("plan-accuracy-2", {"p.yaml": yaml.safe_dump({"base": "default", "slo": {
+        "p99_e2e_s": 10, "accuracy": 2}})}, ["plan", "p.yaml"], ["slo.accuracy"]),
+    ("plan-replicas-1e9", {"p.yaml": yaml.safe_dump({"base": "default", "slo": {"p99_e2e_s": 10},
+                                                      "search": {"max": 10**9}})},
+     ["plan", "p.yaml"], ["search.max"]),
+    # YAML alias bombs in fields expecting another type, or a list
+    ("bomb-in-budget", {"s.yaml": bomb_in("budget")}, ["run", "s.yaml"], ["s.yaml", "aliases"]),
+    ("bomb-in-policies", {"s.yaml": bomb_in("policies")}, ["run", "s.yaml"], ["aliases"]),
+    ("bomb-validate", {"s.yaml": bomb_in("seed")}, ["validate", "s.yaml"], ["aliases"]),
+    ("deep-nesting", {"s.yaml": "budget: " + "[" * 5000 + "]" * 5000 + "\n"},
+     ["validate", "s.yaml"], ["s.yaml"]),
+    ("long-string", {"s.yaml": scenario(arrivals__process="x" * 1_000_000)},
+     ["validate", "s.yaml"], ["arrivals.process"]),
+    # the same set listed twice
+    ("set-twice", {"s.yaml": scenario(traces__sets=["qwen25-math-instruct_math100_t0.7_k8"] * 2)},
+     ["run", "s.yaml"], ["traces.sets", "twice"]),
+    # unwritable outputs
+    ("out-under-file", {"f": "x"}, ["run", "default", "--queries", "20", "--out", "f/run"], ["f"]),
+    ("out-under-proc", {}, ["run", "default", "--queries", "20", "--out", "/proc/clearsim-x"],
+     ["/proc"]),
+    ("out-long-component", {}, ["run", "default", "--queries", "20", "--out", "r" * 300],
+     ["255"]),
+    # the CLI itself
+    ("no-command", {}, [], ["command"]),
+    ("policies-empty", {}, ["run", "default", "--policies", ""], ["polic"]),
+]
+for kind in TRACE_KINDS:
+    ROWS.append((f"trace-{kind}-run", {"t.parquet": trace_file(kind),
+                                       "s.yaml": scenario(traces__sets=["t.parquet"])},
+                 ["run", "s.yaml"], ["t.parquet"]))
+    ROWS.append((f"trace-{kind}-show", {"t.parquet": trace_file(kind)},
+                 ["traces", "show", "t.parquet"], ["t.parquet"]))
+for kind in ("empty", "nan-tokens", "negative-prompt"):
+    ROWS.append((f"trace-{kind}-fit", {"t.parquet": trace_file(kind)},
+                 ["traces", "fit", "t.parquet"], ["t.parquet"]))
+    ROWS.append((f"trace-{kind}-import", {"t.parquet": trace_file(kind)},
+                 ["traces", "import", "clearsim", "t.parquet", "--name", "bad"], ["t.parquet"]))
+
+ARRIVALS = {
+    "csv-bad-timestamp": ("a.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                          "2023-11-16 18:15:46,100,10\nnot a time,120,10\n"),
+    "csv-negative-length": ("a.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                            "2023-11-16 18:15:46,100,10\n2023-11-16 18:15:47,-5,10\n"),
+    "jsonl-nan-timestamp": ("a.jsonl", '{"timestamp": 0, "input_length": 10}\n'
+                            '{"timestamp": NaN, "input_length": 10}\n'
+                            '{"timestamp": 2000, "input_length": 10}\n'),
+    "jsonl-nan-length": ("a.jsonl", '{"timestamp": 0, "input_length": 10}\n'
+                         '{"timestamp": 1000, "input_length": NaN}\n'),
+    "jsonl-string-timestamp": ("a.jsonl", '{"timestamp": 0, "input_length": 10}\n'
+                               '{"timestamp": "soon", "input_length": 10}\n'),
+    "jsonl-empty": ("a.jsonl", ""),
+}
+for key, (fname, text) in ARRIVALS.items():
+    ROWS.append((f"arrivals-{key}", {fname: text, "s.yaml": scenario(
+        arrivals={"process": "replay", "trace": fname, "queries": 20})},
+        ["run", "s.yaml"], [fname]))
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEM_LIMIT, MEM_LIMIT))
+
+
+def run_cli(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CLEARSIM_HOME": str(cwd / ".home"), "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "sim", *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT_S,
+                          preexec_fn=_limit_memory)
+
+
+def _tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+# Rows whose input once took minutes or gigabytes run in a subprocess with a memory limit and
+# a timeout; the others run in-process (same contract, much faster on a loaded machine).
+RUNAWAY = {"bomb-in-budget", "bomb-in-policies", "queries-1e12", "replicas-1e9", "deep-nesting"}
+
+
+@pytest.mark.parametrize("name, files, argv, expected", ROWS, ids=[r[0] for r in ROWS])
+def test_bad_input_contract(tmp_path, monkeypatch, capsys, name, files, argv, expected):
+    for fname, content in files.items():
+        if callable(content):
+            content(tmp_path / fname)
+        else:
+            (tmp_path / fname).write_text(content)
+    before = _tree(tmp_path)
+    if name in RUNAWAY:
+        proc = run_cli(argv, tmp_path)
+        code, err = proc.returncode, proc.stderr
+    else:
+        from sim.cli import main
+
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("CLEARSIM_HOME", str(tmp_path / ".home"))
+        code = main(argv)
+        err = capsys.readouterr().err
+    assert code == 2, (code, err[-2000:])
+    assert "Traceback" not in err, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err[-2000:]
+    assert len(lines[0]) < 600, lines[0][:600]  # bad values are quoted cut short
+    for text in expected:
+        assert text in lines[0], lines[0]
+    left = _tree(tmp_path) - before - {".home"}
+    assert not left, left  # no output folder, no partial or hidden file
+
+
+@pytest.mark.parametrize("name, expected", [("../../escaped", "escaped"), ("/etc/passwd", "etc-passwd"),
+                                             ("..", "run"), ("a" * 300, "a" * 100),
+                                             ("ok_name-1.2", "ok_name-1.2")])
+def test_default_folders_stay_under_runs_and_sweeps(name, expected):
+    from sim.outdirs import safe_name
+    from sim.runner import default_out_dir
+    from sim.sweep import default_sweep_dir
+
+    assert safe_name(name) == expected
+    run_dir, sweep_dir = default_out_dir(name), default_sweep_dir(name)
+    assert run_dir.parent == Path("runs") and run_dir.name.startswith(expected + "-")
+    assert sweep_dir.parent == Path("sweeps")
+    assert ".." not in run_dir.parts and ".." not in sweep_dir.parts
+
+
+def test_stale_partial_folders_of_killed_runs_are_removed(tmp_path):
+    import time
+
+    from sim.outdirs import clean_stale, partial_dir
+
+    old = tmp_path / ".r-1.abc.partial"
+    old.mkdir()
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    fresh = partial_dir(tmp_path / "r-2")  # a run writing now: cleans the stale one only
+    assert not old.exists() and fresh.is_dir()
+    assert clean_stale(tmp_path) == []  # the fresh one is not stale
