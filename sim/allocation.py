@@ -10,6 +10,14 @@ The policy's :class:`~policies.base.Timing` splits the arrival stream into decis
 * ``batch``: every ``batch_size`` consecutive arrivals (``None``: all of them) are decided at
   the arrival of the group's last query.
 
+**The stream's end closes the open window.**  A window closes at its grid boundary, except
+the last one: it closes at the run's last arrival.  A server does not know when a live stream
+ends, but a finite run (a job of N queries, or a stream that is drained) does: once the last
+query has arrived nothing can join the window, and waiting for the grid boundary would only add
+latency (a 1,000 s window would otherwise hold a 12 s run for 1,000 s).  Every earlier window
+ends before a later arrival, so only the last group's decision time changes.  With a token-rate
+budget this also ends the run's allowance at the last arrival, as ``per_query_budget`` assumes.
+
 At its decision time a group's budget is the target mean tokens per query times its size (or,
 when the scenario gives the budget as a token rate, that rate times the time elapsed since the
 previous decision, for window and batch timings: bursts then get fewer tokens per query); the
@@ -43,7 +51,8 @@ def decision_groups(timing: Timing, arrival_s: np.ndarray) -> list[tuple[float, 
         w = timing.window_s
         k = np.floor(arrival_s / w).astype(np.int64)
         cuts = np.flatnonzero(np.diff(k)) + 1
-        return [(float((k[g[0]] + 1) * w), g) for g in np.split(np.arange(n), cuts)]
+        end = float(arrival_s[-1])  # the stream's end closes the open window (module doc)
+        return [(min(float((k[g[0]] + 1) * w), end), g) for g in np.split(np.arange(n), cuts)]
     if timing.kind == "batch":
         size = timing.batch_size or n
         groups = [np.arange(s, min(s + size, n)) for s in range(0, n, size)]
@@ -62,7 +71,7 @@ def _window_or_k_groups(w: float | None, k: int, arrival_s: np.ndarray):
         end_t = (np.floor(arrival_s[start] / w) + 1) * w  # the grid boundary of its window
         stop = min(int(np.searchsorted(arrival_s, end_t, side="left")), start + k)
         g = np.arange(start, stop)
-        t = float(arrival_s[g[-1]]) if len(g) == k else float(end_t)
+        t = float(arrival_s[g[-1]]) if len(g) == k else min(float(end_t), float(arrival_s[-1]))
         out.append((t, g))
         start = stop
     return out

@@ -36,7 +36,8 @@ def every_policy_run():
        st.integers(1, 10))
 def test_window_or_k_groups(times, window, k):
     """Groups cover the arrivals in order, hold at most k, never span a W-grid boundary, and
-    are decided no earlier than their last arrival and no later than their window's end."""
+    are decided no earlier than their last arrival and no later than their window's end (the
+    last window at the last arrival: the stream's end closes it)."""
     t = np.sort(np.asarray(times))
     groups = decision_groups(Timing("window", window_s=window, every_k=k), t)
     idx = np.concatenate([g for _, g in groups])
@@ -46,8 +47,8 @@ def test_window_or_k_groups(times, window, k):
         if window is not None:
             cell = np.floor(t[g] / window)
             assert (cell == cell[0]).all() and when <= (cell[0] + 1) * window + 1e-9
-            if len(g) < k:  # closed by time, at the window's end
-                assert when == pytest.approx((cell[0] + 1) * window)
+            if len(g) < k:  # closed by time, at the window's end or the stream's end
+                assert when == pytest.approx(min((cell[0] + 1) * window, t[-1]))
     decided = [w for w, _ in groups]
     assert decided == sorted(decided)
 
@@ -55,7 +56,19 @@ def test_window_or_k_groups(times, window, k):
 def test_window_only_grouping_unchanged():
     t = np.array([0.5, 1.0, 9.9, 10.0, 25.0])
     groups = decision_groups(Timing("window", window_s=10.0), t)
-    assert [(w, g.tolist()) for w, g in groups] == [(10.0, [0, 1, 2]), (20.0, [3]), (30.0, [4])]
+    assert [(w, g.tolist()) for w, g in groups] == [(10.0, [0, 1, 2]), (20.0, [3]), (25.0, [4])]
+
+
+def test_a_long_window_closes_at_the_streams_end():
+    """A window longer than the run: every query is decided at the last arrival, not at the
+    grid boundary (1,000 s), so a short run's latency is not the window's length."""
+    t = np.array([0.1, 2.0, 7.5, 12.0])
+    for timing in (Timing("window", window_s=1000.0), Timing("window", window_s=1000.0, every_k=10)):
+        assert [(w, g.tolist()) for w, g in decision_groups(timing, t)] == [(12.0, [0, 1, 2, 3])]
+    res = simulate(_scenario([{"name": "clear-windowed", "window_s": 1000}], **{"arrivals.queries": 200}))
+    q = res.queries
+    assert (q["decision_s"] == q["arrival_s"].max()).all()
+    assert res.summary["results"][0]["e2el_ms"]["median"] / 1000 < q["arrival_s"].max() + 60
 
 
 def test_every_policy_runs_from_a_scenario(every_policy_run):
@@ -108,15 +121,30 @@ def test_carry_over_never_lets_generation_exceed_the_budget():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_posted_price_meets_the_target_in_the_long_run(seed):
-    """clear-posted decides on arrival, but its feedback loop keeps the generated tokens per
-    query near the target.  Tolerance 4%: the bank is spread over `history` = 500 arrivals,
-    so up to ~500/600 of a correction can still be pending when a 600-query run ends;
-    measured residuals on the default traffic are within 1% for 2,000 queries (seeds 0-2)."""
-    sc = _scenario(["clear-posted"], seed=seed)
-    r = simulate(sc).summary["results"][0]
-    assert r["tokens_per_query"] == pytest.approx(sc["budget"], rel=0.04)
-    assert r["queue_wait_ms"]["p99"] < 100  # no waiting for a decision
+def test_posted_price_never_exceeds_the_target_and_approaches_it(seed):
+    """clear-posted decides on arrival; its budget account makes the generated tokens never
+    exceed target x arrivals, at every decision (checked on the recorded run: finished by
+    then count what they generated, running ones their full cap) and so over the run.  The
+    shortfall is an end effect: the tokens reserved for requests still running when the last
+    query arrives (counted at their full cap) are never re-spent.  That reserve does not grow
+    with the run (about 10,000 tokens on this traffic), so the shortfall per query shrinks like
+    1/N: within 10% of the target at 600 queries (measured 6%), less at 1,800."""
+    tokens = {}
+    for n in (600, 1800):
+        sc = _scenario(["clear-posted"], seed=seed, **{"arrivals.queries": n})
+        res = simulate(sc)
+        q, r = res.queries.sort_values("arrival_s"), res.summary["results"][0]
+        target = sc["budget"]
+        for t in q["decision_s"].to_numpy()[::37]:
+            decided = q[q["decision_s"] <= t]
+            done = decided["finish_s"] <= t
+            committed = decided["tokens_generated"][done].sum() + decided["budget"][~done].sum()
+            assert committed <= target * len(decided) + 1e-6
+        assert q["tokens_generated"].sum() <= target * n
+        assert r["queue_wait_ms"]["p99"] < 100  # no waiting for a decision
+        tokens[n] = r["tokens_per_query"]
+    assert tokens[600] >= 0.9 * target
+    assert target - tokens[1800] < target - tokens[600]
 
 
 def test_budget_as_a_token_rate():
