@@ -3,7 +3,7 @@ paper's streams (both models), budgets and seeds.
 
 Policies: every registered one with default parameters (so a new policy is checked too) plus
 the small-window CLEAR variants, except the two deliberately broken ``reject-all`` and
-``all-to-one`` (tests only).  Runs are small (60 queries) to keep the file under a minute.
+``all-to-one`` (tests only), and the early-exit ones, which need probed (reasoning) sets.  Runs are small (60 queries) to keep the file under a minute.
 """
 
 from __future__ import annotations
@@ -27,8 +27,13 @@ VARIANTS = [
 N = 60
 
 
+def _needs_probes(name: str) -> bool:
+    """Early-exit policies run only on sets with forced-answer probes (not the paper's)."""
+    return REGISTRY[name].exit_rule is not None
+
+
 def _policies():
-    return [n for n in sorted(REGISTRY) if n not in BROKEN] + VARIANTS
+    return [n for n in sorted(REGISTRY) if n not in BROKEN and not _needs_probes(n)] + VARIANTS
 
 
 def _run(stream, llama, seed, budget):
