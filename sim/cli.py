@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Replay one arrival stream of real reasoning queries against each "
                        "policy (same arrivals, same hidden outcomes) and print accuracy, tokens "
                        "per query, abandon rate and latency side by side. Writes queries.parquet, "
-                       "summary.json and the resolved scenario.yaml into the run folder.",
+                       "summary.json, bench.json (vllm bench serve layout) and the resolved "
+                       "scenario.yaml into the run folder.",
                        epilog="Scenario fields (YAML):\n" + describe_fields() + "\n\n"
                        + GUARDS_HELP)
     p.add_argument("scenario", nargs="?", default="default",

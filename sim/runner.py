@@ -280,7 +280,7 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
 
 
 def write_run(result: RunResult, out: str | os.PathLike, report: bool = True) -> Path:
-    """Write queries.parquet, summary.json, scenario.yaml (and report.html) into ``out``,
+    """Write queries.parquet, summary.json, bench.json, scenario.yaml (and report.html) into ``out``,
     all or nothing."""
     out = check_out_dir(out)
     try:
@@ -293,6 +293,9 @@ def write_run(result: RunResult, out: str | os.PathLike, report: bool = True) ->
         if result.timeseries is not None:
             _write_parquet(result.timeseries, tmp / "timeseries.parquet")
         (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
+        from sim.vllm_bench import bench_by_policy  # vllm bench serve's layout, per policy
+        (tmp / "bench.json").write_text(json.dumps(bench_by_policy(result.queries), indent=2,
+                                                   sort_keys=True) + "\n")
         (tmp / "scenario.yaml").write_text(yaml.safe_dump(result.scenario, sort_keys=False))
         if report:  # inside the temp folder, so the rename below publishes it with the rest
             from sim.report import write_report
