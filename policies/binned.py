@@ -32,6 +32,7 @@ import numpy as np
 
 from policies.account import BudgetAccount
 from policies.base import Allocation, Policy, QueryView, Timing, register
+from policies.clear_market import spread_evenly
 from policies.mckp import solve_mckp
 from policies.oracle import B_MAX
 from sim.spec import Field, positive
@@ -83,7 +84,7 @@ class Binned(Policy):
         levels = np.where(count > 0, res.budgets // np.maximum(count, 1), 0).astype(np.int64)
         spare = budget - int((count * levels).sum())
         for open_ in (levels > 0, levels == 0):  # funded bins first, then abandoned ones
-            spare = _raise_levels(levels, count, open_ & (count > 0), spare, p["b_max"])
+            spare = spread_evenly(levels, spare, p["b_max"], open_ & (count > 0), weight=count)
         return edges, levels
 
     def allocate(self, view: QueryView, budget_tokens: float) -> Allocation:
@@ -98,25 +99,3 @@ class Binned(Policy):
     def on_finished(self, budgets: np.ndarray, tokens_generated: np.ndarray, now: float) -> None:
         self.account.finished(budgets, tokens_generated)
 
-
-def _raise_levels(levels: np.ndarray, count: np.ndarray, open_: np.ndarray, spare: int,
-                  b_max: int) -> int:
-    """Raise ``levels[open_]`` in place by the largest whole L (each at most to b_max) whose
-    cost, sum of count x raise, fits ``spare``; return what is still spare."""
-    idx = np.flatnonzero(open_ & (levels < b_max))
-    if spare <= 0 or len(idx) == 0:
-        return spare
-    head, cnt = b_max - levels[idx], count[idx]
-
-    def cost(level: int) -> int:
-        return int((cnt * np.minimum(head, level)).sum())
-
-    lo, hi = 0, int(head.max())
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if cost(mid) <= spare:
-            lo = mid
-        else:
-            hi = mid - 1
-    levels[idx] += np.minimum(head, lo)
-    return spare - cost(lo)

@@ -168,24 +168,31 @@ class ClearMarket:
         )
 
 
-def spread_evenly(b: np.ndarray, spare: int, b_max: int) -> int:
+def spread_evenly(b: np.ndarray, spare: int, b_max: int, open_: np.ndarray | None = None,
+                  weight: np.ndarray | None = None) -> int:
     """Raise the funded caps (b > 0) in place by equal whole-token amounts, none above b_max
     (water-filling); return the tokens still spare (fewer than the queries below the cap).
 
     Every funded cap below b_max gains ``min(headroom, L)`` for the largest whole ``L`` whose
     total cost fits ``spare``; ``L`` is found by bisection on the sorted headrooms, so the cost
-    is O(N log N) however many distinct headrooms there are.
+    is O(N log N) however many distinct headrooms there are.  ``open_`` (a mask) picks other
+    caps to raise than the funded ones; ``weight`` says how many queries each cap stands for
+    (``binned``'s per-bin levels), so raising cap i by x costs ``weight[i] * x``.
     """
-    open_ = np.flatnonzero((b > 0) & (b < b_max))
+    mask = (b > 0) if open_ is None else open_
+    open_ = np.flatnonzero(mask & (b < b_max))
     if spare <= 0 or len(open_) == 0:
         return spare
-    head = np.sort(b_max - b[open_])
-    prefix = np.concatenate([[0], np.cumsum(head)])
-    n = len(head)
+    head = b_max - b[open_]
+    order = np.argsort(head, kind="stable")
+    head = head[order]
+    w = np.ones(len(head), dtype=np.int64) if weight is None else np.asarray(weight)[open_][order]
+    prefix = np.concatenate([[0], np.cumsum(w * head)])  # cost of raising caps 0..k-1 fully
+    tail = np.concatenate([np.cumsum(w[::-1])[::-1], [0]])  # weight of caps k.. (not full)
 
     def cost(level: int) -> int:  # tokens to raise every open cap by min(headroom, level)
         k = int(np.searchsorted(head, level, side="left"))
-        return int(prefix[k]) + level * (n - k)
+        return int(prefix[k]) + level * int(tail[k])
 
     lo, hi = 0, int(head[-1])  # cost(lo) <= spare; find the largest such level
     while lo < hi:
