@@ -87,6 +87,21 @@ def parse_endpoint(url: str) -> tuple[str, str]:
     return root + "/v1", root
 
 
+def sse_chunks(resp) -> Iterator[dict | None]:
+    """The JSON chunks of an OpenAI-style server-sent-events stream, in order; its closing
+    ``data: [DONE]`` comes as None (then the stream ends).  A chunk that is not JSON raises
+    ValueError, as ``json.loads`` does."""
+    for raw in resp:
+        line = raw.decode("utf-8", "replace").strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            yield None
+            return
+        yield json.loads(data)
+
+
 class EndpointBackend:
     """Samples from an OpenAI-compatible server, one streamed request per (query, sample)."""
 
@@ -311,15 +326,10 @@ class EndpointBackend:
             done = False
             with self._open("POST", self.base + "/chat/completions", body) as resp:
                 try:
-                    for raw in resp:
-                        line = raw.decode("utf-8", "replace").strip()
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
+                    for chunk in sse_chunks(resp):
+                        if chunk is None:
                             done = True
                             break
-                        chunk = json.loads(data)
                         if "error" in chunk:
                             raise _Retryable(f"error in stream: {_short(chunk['error'])}")
                         for choice in chunk.get("choices") or []:

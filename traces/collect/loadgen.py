@@ -41,7 +41,7 @@ import numpy as np
 
 from sim.errors import UserError
 from sim.files import write_text_atomic
-from traces.collect.endpoint import parse_endpoint
+from traces.collect.endpoint import parse_endpoint, sse_chunks
 from traces.collect.timing import (
     SCHEMA_VERSION,
     TIMESERIES_HEADER,
@@ -115,14 +115,9 @@ def _one(base: str, model: str, idx: int, prompt_ids: list[int], out_toks: int,
     usage = None
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            for raw in resp:
-                line = raw.decode("utf-8", "replace").strip()
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+            for chunk in sse_chunks(resp):
+                if chunk is None:
                     break
-                chunk = json.loads(data)
                 if any((c.get("text") or "") != "" or c.get("finish_reason")
                        for c in chunk.get("choices") or []):
                     last = time.monotonic()
