@@ -327,15 +327,20 @@ def format_out_of_sample(res: dict) -> str:
         lines.append(f"check {c['run']}: {c['requests']} requests, max_num_seqs "
                      f"{c['flags']['max_num_seqs']}, KV blocks {c['flags']['kv_blocks'] or 'unlimited'}")
         lines += [f"note: {n}" for n in c["notes"]]
-        lines.append(f"{'metric':8s} {'stat':6s} {'real ms':>10s} {'sim ms':>10s} {'error':>8s}")
-        for r in c["rows"]:
-            lines.append(f"{r['metric']:8s} {r['stat']:6s} {r['real_ms']:10.1f} {r['sim_ms']:10.1f} "
-                         f"{r['error']:+8.1%}")
+        lines += _latency_table(c["rows"])
         t = c["target"]
         lines.append(f"out of sample (median E2E and mean TPOT within 10%): "
                      f"{'met' if t['within_10pct'] else 'NOT met'} "
                      f"({t['e2e_median_error']:+.1%}, {t['tpot_mean_error']:+.1%})")
     return "\n".join(lines)
+
+
+def _latency_table(rows: list[dict]) -> list[str]:
+    """Real vs simulated latency, one line per (metric, statistic), as both reports print it."""
+    out = [f"{'metric':8s} {'stat':6s} {'real ms':>10s} {'sim ms':>10s} {'error':>8s}"]
+    out += [f"{r['metric']:8s} {r['stat']:6s} {r['real_ms']:10.1f} {r['sim_ms']:10.1f} "
+            f"{r['error']:+8.1%}" for r in rows]
+    return out
 
 
 def _coeffs(step: LinearStepModel, overhead_s: float = 0.0) -> dict[str, float]:
@@ -355,10 +360,7 @@ def format_report(res: dict) -> str:
                  + (f" + API server overhead {f['overhead_ms']:.1f} ms/request" if f["overhead_ms"] else "")
                  + "   (simulated preemptions: "
                  f"{res['preemptions']})")
-    lines.append(f"{'metric':8s} {'stat':6s} {'real ms':>10s} {'sim ms':>10s} {'error':>8s}")
-    for r in res["rows"]:
-        lines.append(f"{r['metric']:8s} {r['stat']:6s} {r['real_ms']:10.1f} {r['sim_ms']:10.1f} "
-                     f"{r['error']:+8.1%}")
+    lines += _latency_table(res["rows"])
     t = res["target"]
     lines.append(f"target (median E2E and mean TPOT within 15%): "
                  f"{'met' if t['within_15pct'] else 'NOT met'} "
