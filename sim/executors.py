@@ -12,12 +12,20 @@ Executor specs (``--executor``):
 * ``dask-local[:N]``: a ``dask.distributed.LocalCluster`` of N single-threaded worker processes.
 * ``dask://HOST:PORT``: join a running Dask scheduler (``dask scheduler``); its workers need
   clearsim installed.
+
+On Dask, the dashboard's address is announced as soon as the client is connected, and a
+scheduler without workers is waited on for at most ``worker_timeout`` seconds
+(:data:`WORKER_TIMEOUT_S`), then refused with a one-line error: a sweep never hangs silently
+on a cluster that cannot run it, and since this happens before the sweep writes anything, its
+output folder is not created.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -25,6 +33,8 @@ from typing import Callable, Iterable, Iterator
 from sim.errors import UserError
 
 EXECUTOR_HELP = "local, processes[:N], dask-local[:N] or dask://HOST:PORT"
+#: How long a Dask executor waits for a scheduler's first worker before giving up (seconds).
+WORKER_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -118,14 +128,29 @@ QUIET_WORKERS = {
 }
 
 
-class DaskExecutor(Executor):
-    """A ``dask.distributed`` client, on a fresh LocalCluster or an existing scheduler."""
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
-    def __init__(self, spec: ExecutorSpec, connect_timeout: float = 10.0):
+
+class DaskExecutor(Executor):
+    """A ``dask.distributed`` client, on a fresh LocalCluster or an existing scheduler.
+
+    ``notify`` receives one-line notices (the dashboard address, a wait for workers); the
+    sweep sends them to its progress stream.  Without a worker after ``worker_timeout``
+    seconds, the client is closed and a :class:`UserError` raised.
+    """
+
+    def __init__(self, spec: ExecutorSpec, connect_timeout: float = 10.0,
+                 worker_timeout: float = WORKER_TIMEOUT_S,
+                 notify: Callable[[str], None] | None = None):
         try:
             from dask.distributed import Client, LocalCluster
         except ImportError:  # pragma: no cover - dask is a dependency
             raise UserError("executor 'dask': install dask[distributed]") from None
+        if not worker_timeout > 0:
+            raise UserError(f"worker timeout must be > 0 seconds, got {worker_timeout!r}",
+                            field="worker_timeout")
+        notify = notify or _stderr
         self.cluster = None
         if spec.kind == "dask-local":
             import dask.config
@@ -138,6 +163,7 @@ class DaskExecutor(Executor):
                                             host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                             silence_logs=50)
             self.client = Client(self.cluster)
+            where = f"LocalCluster of {n} worker{'s' * (n != 1)}"
         else:
             import dask.config
 
@@ -149,6 +175,40 @@ class DaskExecutor(Executor):
                 raise UserError(f"cannot reach the Dask scheduler at tcp://{spec.address} within "
                                 f"{connect_timeout:g} s ({exc.__class__.__name__}); start one "
                                 "with 'dask scheduler' or use --executor dask-local") from None
+            where = f"scheduler tcp://{spec.address}"
+        try:
+            link = self.dashboard_link()
+            notify(f"dask: {where}, dashboard " + (link or "not served (the scheduler has no "
+                                                    "bokeh>=3.1 installed)"))
+            self._wait_for_workers(spec, worker_timeout, notify)
+        except BaseException:
+            self.close()
+            raise
+
+    def dashboard_link(self) -> str | None:
+        """The dashboard's URL, from the address the scheduler reports for it (None without)."""
+        try:
+            return self.client.dashboard_link or None
+        except (KeyError, AttributeError, OSError):  # no "dashboard" service on the scheduler
+            return None
+
+    def workers(self) -> int:
+        return len(self.client.nthreads())
+
+    def _wait_for_workers(self, spec: ExecutorSpec, timeout: float, notify) -> None:
+        if self.workers():
+            return
+        address = self.client.scheduler.address
+        notify(f"dask: no workers on {address} yet; waiting up to {timeout:g} s for one "
+               f"(start one with 'dask worker {address}')")
+        t0 = time.monotonic()
+        try:
+            self.client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError:
+            raise UserError(f"the Dask scheduler at {address} has no workers after "
+                            f"{time.monotonic() - t0:.0f} s; start one with 'dask worker "
+                            f"{address}', or wait longer with --worker-timeout SECONDS (now "
+                            f"{timeout:g})") from None
 
     def close(self) -> None:
         self.client.close()
@@ -166,9 +226,11 @@ class DaskExecutor(Executor):
             f.release()
 
 
-def open_executor(spec: ExecutorSpec, connect_timeout: float = 10.0) -> Executor:
+def open_executor(spec: ExecutorSpec, connect_timeout: float = 10.0,
+                  worker_timeout: float = WORKER_TIMEOUT_S,
+                  notify: Callable[[str], None] | None = None) -> Executor:
     if spec.kind == "local":
         return LocalExecutor()
     if spec.kind == "processes":
         return ProcessExecutor(spec.workers)
-    return DaskExecutor(spec, connect_timeout)
+    return DaskExecutor(spec, connect_timeout, worker_timeout, notify)

@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import argparse
 
-from sim.executors import EXECUTOR_HELP
+from sim.executors import EXECUTOR_HELP, WORKER_TIMEOUT_S
 
 SET_HELP = ("override any dotted scenario key, e.g. --set engine.replicas=4 (the value is read "
             "as YAML; repeatable)")
+
+
+PROGRESS_HELP = ("show progress on stderr (default: on): a bar on a terminal; otherwise, as in a "
+                 "log, CI or a notebook, one line (done/total, rate, elapsed, ETA) every 10 s or "
+                 "10%% of the {noun}, whichever comes first{extra}. --no-progress hides it")
+
+
+def add_progress_option(p: argparse.ArgumentParser, noun: str, extra: str = "") -> None:
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help=PROGRESS_HELP.format(noun=noun, extra=extra))
 
 
 def add_set_option(p: argparse.ArgumentParser) -> None:
@@ -65,7 +75,8 @@ def cmd_sweep(args) -> int:
         return 0
     res = sweep(args.sweep, out=args.out, executor=args.executor, resume=args.resume,
                 overrides=parse_overrides(args.overrides), connect_timeout=args.connect_timeout,
-                report=not args.no_report)
+                worker_timeout=args.worker_timeout, report=not args.no_report,
+                progress=args.progress)
     sw = res.sweep
     print(f"sweep {sw.name}: {len(sw.cells)} cells x {len(sw.seeds)} seeds x {len(sw.policies)} "
           f"policies = {len(res.results)} rows ({res.ran} runs now, "
@@ -81,7 +92,7 @@ def cmd_plan(args) -> int:
 
     res = plan(args.plan, overrides=parse_overrides(args.overrides),
                policies=args.policies.split(",") if args.policies else None,
-               price_per_gpu_hour=args.price_per_gpu_hour)
+               price_per_gpu_hour=args.price_per_gpu_hour, progress=args.progress)
     print(res.table())
     return 0
 
@@ -119,9 +130,15 @@ def register(sub) -> None:
                    help="finish a sweep already started in --out (its finished cells are kept)")
     p.add_argument("--connect-timeout", type=_timeout, default=10.0, metavar="SECONDS",
                    help="how long to try reaching a dask:// scheduler (default: 10)")
+    p.add_argument("--worker-timeout", type=_timeout, default=WORKER_TIMEOUT_S, metavar="SECONDS",
+                   help="how long to wait for a Dask scheduler with no workers to get one before "
+                   f"giving up with exit code 2, before anything is written (default: "
+                   f"{WORKER_TIMEOUT_S:g}). Connected, the sweep prints the Dask dashboard's "
+                   "address on stderr")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the sweep and every cell's scenario, print the work, run nothing")
+    add_progress_option(p, "tasks")
     add_set_option(p)
     p.set_defaults(func=cmd_sweep)
 
@@ -139,6 +156,8 @@ def register(sub) -> None:
                    help="comma-separated policies to size (default: the plan's)")
     p.add_argument("--price-per-gpu-hour", type=float, default=None, metavar="DOLLARS",
                    help="hourly price of one GPU replica (default: the plan's)")
+    add_progress_option(p, "simulated runs", " (the total is the bisection's upper bound, "
+                        "lowered as each policy's search ends)")
     add_set_option(p)
     p.set_defaults(func=cmd_plan)
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.errors import UserError
+from sim.progress import ProgressOptions, progress_bar
 from sim.scenario import MAX_REPLICAS
 from sim.spec import Field, check, non_negative, positive, read_yaml
 from sim.sweep import base_path, check_key, find_file
@@ -134,11 +135,29 @@ def load_plan(name_or_path: str, overrides: dict | None = None) -> tuple[dict, s
     return spec, where, path
 
 
+def max_points(search: dict) -> int:
+    """The most distinct values :func:`_search` evaluates: both ends, then one per halving.
+
+    Replicas: the bracket (lo, hi] halves until it is 1 wide.  Rate: the bracket halves until
+    (hi - lo) / lo <= tolerance, and lo never falls, so that is reached once hi - lo is at most
+    tolerance x min.  Progress uses it as the total (an upper bound, so the ETA is one too).
+    """
+    lo, hi = search["min"], search["max"]
+    if search["over"] == "replicas":
+        width = int(hi) - int(lo)
+        return 1 if width == 0 else 2 + max(0, math.ceil(math.log2(width)))
+    ratio = (hi - lo) / (lo * search["tolerance"])
+    return 1 if hi == lo else 2 + (math.ceil(math.log2(ratio)) if ratio > 1 else 0)
+
+
 def plan(plan_file: str, *, overrides: dict | None = None, policies=None,
-         price_per_gpu_hour: float | None = None) -> PlanResult:
+         price_per_gpu_hour: float | None = None,
+         progress: bool | None | ProgressOptions = None) -> PlanResult:
     """``clearsim plan``: size the fleet (or the load) per policy by bisection over runs.
 
     ``overrides`` (``--set``) apply to the scenario; ``price_per_gpu_hour`` replaces the plan's.
+    ``progress`` counts simulated runs (as in :func:`sim.sweep.sweep`; :mod:`sim.progress`);
+    its total is the bisection's upper bound, lowered as each policy's search ends.
     """
     from sim.runner import resolve
 
@@ -158,21 +177,26 @@ def plan(plan_file: str, *, overrides: dict | None = None, policies=None,
         raise UserError(f"{exc}", where=where) from None
     search = spec["search"]
     result = PlanResult(spec["name"], spec)
-
-    for pol in probe["policies"]:
-        ev = Evaluator(probe, pol, spec)
-        row = _search(pol["label"], ev, search)
-        row.runs = len(ev.cache) * len(spec["seeds"])
-        result.rows.append(row)
+    per_policy = max_points(search) * len(spec["seeds"])
+    with progress_bar(per_policy * len(probe["policies"]), desc=f"plan {spec['name']}",
+                      noun="runs", progress=progress) as bar:
+        for i, pol in enumerate(probe["policies"]):
+            ev = Evaluator(probe, pol, spec, tick=bar.update)
+            row = _search(pol["label"], ev, search)
+            row.runs = len(ev.cache) * len(spec["seeds"])
+            result.rows.append(row)
+            bar.total = bar.n + per_policy * (len(probe["policies"]) - i - 1)  # unused runs off
+            bar.refresh()
     return result
 
 
 class Evaluator:
     """Simulates one policy at a searched value (replicas or rate), each seed, with a cache."""
 
-    def __init__(self, probe: dict, pol: dict, spec: dict):
+    def __init__(self, probe: dict, pol: dict, spec: dict, tick=None):
         self.probe, self.pol, self.spec = probe, pol, spec
         self.cache: dict[float, Point] = {}
+        self.tick = tick or (lambda n=1: None)  # called after each simulated run (progress)
 
     def __call__(self, value: float) -> Point:
         from sim.runner import simulate
@@ -190,6 +214,7 @@ class Evaluator:
             else:
                 sc["arrivals"]["rate"] = float(value)
             r = simulate(sc).summary["results"][0]
+            self.tick(1)
             accs.append(r[slo["accuracy_metric"]])
             p99 = r["e2el_ms"]["p99"]
             p99s.append(math.inf if p99 is None else p99 / 1000)

@@ -31,8 +31,6 @@ import hashlib
 import itertools
 import json
 import os
-import sys
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +43,9 @@ import yaml
 from scipy import stats
 
 from sim.errors import UserError
-from sim.executors import Executor, open_executor, parse_executor
+from sim.executors import WORKER_TIMEOUT_S, Executor, open_executor, parse_executor
 from sim.files import write_atomic, write_text_atomic
+from sim.progress import CatchWarnings, ProgressOptions, progress_bar, reissue, say
 from sim.scenario import SECTION_SPECS, scenario_spec
 from sim.spec import Field, check, read_yaml, safe_load, short
 
@@ -370,47 +369,6 @@ def done_tasks(out: Path, sw: Sweep) -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Progress on a terminal.
-
-class Progress:
-    """A one-line bar with ETA on a TTY; silent otherwise (CI logs stay clean)."""
-
-    def __init__(self, total: int, done: int, stream=None, enabled: bool | None = None):
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.total, self.done, self.start_done = total, done, done
-        self.t0 = time.monotonic()
-        self.draw()
-
-    def advance(self) -> None:
-        self.done += 1
-        self.draw()
-
-    def close(self) -> None:
-        """End the bar's line if it was interrupted (so an error message starts afresh)."""
-        if self.enabled and self.done < self.total:
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def draw(self) -> None:
-        if not self.enabled:
-            return
-        frac = self.done / self.total if self.total else 1.0
-        bar = "#" * int(30 * frac)
-        ran = self.done - self.start_done
-        elapsed = time.monotonic() - self.t0
-        if ran and self.done < self.total:
-            eta = elapsed / ran * (self.total - self.done)
-            tail = f"ETA {int(eta // 60)}:{int(eta % 60):02d}"
-        else:
-            tail = f"{elapsed:.0f} s" if self.done >= self.total else "ETA --:--"
-        self.stream.write(f"\r[{bar:<30}] {self.done}/{self.total} tasks {frac:4.0%} {tail}  ")
-        if self.done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-# ---------------------------------------------------------------------------------------------
 # Assembling the tables.
 
 def metric_columns(df: pd.DataFrame, keys: list[str]) -> list[str]:
@@ -478,20 +436,29 @@ def default_sweep_dir(name: str) -> Path:
 def sweep(sweep_file: str | dict, *, out: str | os.PathLike | None = None,
           executor: str | Executor = "local",
           resume: bool = False, overrides: dict | None = None, connect_timeout: float = 10.0,
-          report: bool = True, progress: bool | None = None) -> SweepResult:
+          worker_timeout: float = WORKER_TIMEOUT_S, report: bool = True,
+          progress: bool | None | ProgressOptions = None) -> SweepResult:
     """``clearsim sweep``: run every (cell, seed) of a sweep and write DIR's tables and report.
 
     ``executor`` is a spec (``local``, ``processes:2``, ``dask-local``, ``dask://HOST:PORT``) or
     an open :class:`~sim.executors.Executor` to reuse (say, one Dask client for many sweeps).
     Validation (the sweep, every cell's scenario, the executor, the output folder, reaching a
-    Dask scheduler) all happens before anything is written, so bad input touches nothing.
+    Dask scheduler and finding a worker on it within ``worker_timeout`` seconds) all happens
+    before anything is written, so bad input touches nothing.
+
+    ``progress``: ``None``/``True`` shows it on stderr (a bar on a terminal, a line every
+    10 s or 10% of the tasks otherwise), ``False`` hides it, a
+    :class:`~sim.progress.ProgressOptions` picks the stream and pace (:mod:`sim.progress`).
+    Warnings raised in a task, wherever it ran, are shown once each, never inside the bar.
     """
     own = not isinstance(executor, Executor)  # an Executor object is the caller's to close
     spec = parse_executor(executor) if own else None
     sw = load_sweep(sweep_file, overrides)
     out = Path(out) if out is not None else default_sweep_dir(sw.name)
     check_out_dir(out, sw, resume)
-    with open_executor(spec, connect_timeout) if own else nullcontext(executor) as ex:
+    notify = lambda text: say(progress, text)  # noqa: E731 - executor notices (Dask dashboard)
+    with open_executor(spec, connect_timeout, worker_timeout, notify) if own \
+            else nullcontext(executor) as ex:
         out.mkdir(parents=True, exist_ok=True)
         if not (out / MANIFEST).is_file():  # first, so a folder with cells always names its sweep
             write_text_atomic(out / MANIFEST,
@@ -501,13 +468,13 @@ def sweep(sweep_file: str | dict, *, out: str | os.PathLike | None = None,
             stale.unlink(missing_ok=True)
         done = done_tasks(out, sw)
         todo = [t for t in sw.tasks if t.filename not in done]
-        bar = Progress(len(sw.tasks), len(sw.tasks) - len(todo), enabled=progress)
-        try:
-            for task, frame in ex.map_unordered(run_task, todo):
+        seen: set = set()  # warnings already shown (each once per sweep)
+        with progress_bar(len(sw.tasks), done=len(sw.tasks) - len(todo), desc=f"sweep {sw.name}",
+                          noun="tasks", progress=progress) as bar:
+            for task, (frame, caught) in ex.map_unordered(CatchWarnings(run_task), todo):
                 write_parquet_atomic(frame, out / CELLS / task.filename)
-                bar.advance()
-        finally:
-            bar.close()
+                reissue(caught, seen)
+                bar.update(1)
     results = assemble(out, sw)
     agg = aggregate(results, sw.keys)
     write_parquet_atomic(results, out / "results.parquet")

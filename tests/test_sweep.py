@@ -239,25 +239,6 @@ def test_dask_url_joins_a_running_scheduler(tmp_path, local_sweep):
     pd.testing.assert_frame_equal(res.results, local_sweep.results)
 
 
-def test_progress_bar_only_on_a_terminal():
-    import io
-
-    from sim.sweep import Progress
-
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-
-    quiet, tty = io.StringIO(), Terminal()
-    for stream in (quiet, tty):
-        bar = Progress(3, 1, stream=stream)
-        bar.advance()
-        bar.advance()
-    assert quiet.getvalue() == ""
-    text = tty.getvalue()
-    assert "ETA" in text and "3/3 tasks 100%" in text and text.endswith("\n")
-
-
 def test_bad_plan_input_is_one_line_exit_2(tmp_path, capsys):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({"base": "default", "slo": {"p99_e2e": 3.0}}))

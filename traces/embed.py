@@ -107,33 +107,38 @@ def reasoning_sources(governor_dir: str | Path, name: str) -> tuple[Path, Path]:
 
 
 def build_embedded(generations_dir: str | Path, out_dir: str | Path | None = None,
-                   governor_dir: str | Path | None = None, only: list[str] | None = None) -> list[Path]:
+                   governor_dir: str | Path | None = None, only: list[str] | None = None,
+                   progress=None) -> list[Path]:
     """Import every known recording in ``generations_dir`` into ``out_dir`` (the package data).
 
     Reasoning sets also read their probes from ``governor_dir`` (default
-    ``generations_dir/../raw/governor``), one grading cache serving all of them.
+    ``generations_dir/../raw/governor``), one grading cache serving all of them.  ``progress``
+    counts the sets imported, as in :func:`sim.sweep.sweep` (:mod:`sim.progress`).
     """
+    from sim.progress import progress_bar, say
+
     generations_dir = Path(generations_dir)
     governor_dir = Path(governor_dir) if governor_dir else generations_dir.parent / "raw" / "governor"
     out = Path(out_dir) if out_dir else embedded_dir()
     written = []
     grader = None
-    for name, prov in PROVENANCE.items():
-        if only and name not in only:
-            continue
-        src = generations_dir / f"{name}.jsonl"
-        meta = {"recorded_by": "public source", **prov}
-        if name in REASONING:
-            from traces.probes import ProbeGrader  # noqa: PLC0415 - needs math-verify
+    names = [name for name in PROVENANCE if not only or name in only]
+    with progress_bar(len(names), desc="traces.embed", noun="sets", progress=progress) as bar:
+        for name in names:
+            src = generations_dir / f"{name}.jsonl"
+            meta = {"recorded_by": "public source", **PROVENANCE[name]}
+            if name in REASONING:
+                from traces.probes import ProbeGrader  # noqa: PLC0415 - needs math-verify
 
-            grader = grader or ProbeGrader()
-            probes, targets = reasoning_sources(governor_dir, name)
-            ts = import_generations(src, name, meta, probes=probes, targets=targets,
-                                    grader=grader)
-        else:
-            ts = import_generations(src, name, meta)
-        written.append(ts.write(out / f"{name}.parquet"))
-        print(f"{name}: {ts.n_queries} queries", file=sys.stderr, flush=True)
+                grader = grader or ProbeGrader()
+                probes, targets = reasoning_sources(governor_dir, name)
+                ts = import_generations(src, name, meta, probes=probes, targets=targets,
+                                        grader=grader)
+            else:
+                ts = import_generations(src, name, meta)
+            written.append(ts.write(out / f"{name}.parquet"))
+            say(progress, f"{name}: {ts.n_queries} queries")
+            bar.update(1)
     (out / "PROVENANCE.md").write_text(provenance_markdown(), encoding="utf-8")
     return written
 
@@ -146,9 +151,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder of the probes_*.csv.gz and targets.csv files "
                     "(default: GENERATIONS_DIR/../raw/governor)")
     ap.add_argument("--only", default=None, help="comma-separated set names (default: all)")
+    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="show progress over the sets on stderr (default: on): a bar on a "
+                    "terminal, otherwise a line every 10 s or 10%% of the sets")
     args = ap.parse_args(argv)
     only = args.only.split(",") if args.only else None
-    for p in build_embedded(args.generations_dir, args.out, args.governor, only):
+    for p in build_embedded(args.generations_dir, args.out, args.governor, only, args.progress):
         print(p)
     return 0
 
