@@ -179,7 +179,7 @@ def plan(plan_file: str, *, overrides: dict | None = None, policies=None,
     result = PlanResult(spec["name"], spec)
     per_policy = max_points(search) * len(spec["seeds"])
     with progress_bar(per_policy * len(probe["policies"]), desc=f"plan {spec['name']}",
-                      noun="runs", progress=progress) as bar:
+                      noun="run", progress=progress) as bar:
         for i, pol in enumerate(probe["policies"]):
             ev = Evaluator(probe, pol, spec, tick=bar.update)
             row = _search(pol["label"], ev, search)

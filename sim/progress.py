@@ -94,7 +94,7 @@ class LineProgress(tqdm):
         n, total, elapsed = d["n"], d["total"], d["elapsed"]
         ran = n - (d["initial"] or 0)
         rate = ran / elapsed if ran > 0 and elapsed > 0 else None
-        noun = f" {self._noun}" if self._noun else ""
+        noun = f" {self._noun}s" if self._noun else ""
         head = f"{n}/{total}{noun} ({100 * n / total:.0f}%)" if total else f"{n}{noun}"
         parts = [head]
         if rate is not None:
@@ -163,6 +163,9 @@ def progress_bar(total: int | None, *, done: int = 0, desc: str = "", noun: str 
                  progress: bool | None | ProgressOptions = None) -> Iterator[tqdm]:
     """A live progress display for ``total`` units (``done`` of them already finished).
 
+    ``noun`` names one unit ("task"): tqdm's unit on a terminal ("2.1task/s"), made plural in
+    the lines ("12/40 tasks, 2.1 tasks/s").
+
     Yields a tqdm object: ``update(n)`` after each unit, ``write(text)`` for a message that
     must not land inside the bar, ``total`` may be lowered when the work ends early.  With
     ``progress=False`` it is a disabled tqdm (every call a no-op) and nothing is rerouted.
@@ -178,7 +181,7 @@ def progress_bar(total: int | None, *, done: int = 0, desc: str = "", noun: str 
     stream = opts.out()
     terminal = is_terminal(stream) if opts.terminal is None else opts.terminal
     if terminal:
-        bar = tqdm(total=total, initial=done, desc=desc or None, unit=f" {noun}" if noun else "it",
+        bar = tqdm(total=total, initial=done, desc=desc or None, unit=noun or "it",
                    file=stream, dynamic_ncols=True, leave=True)
     else:
         bar = LineProgress(total=total, initial=done, desc=desc or None, file=stream,

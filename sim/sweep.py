@@ -470,7 +470,7 @@ def sweep(sweep_file: str | dict, *, out: str | os.PathLike | None = None,
         todo = [t for t in sw.tasks if t.filename not in done]
         seen: set = set()  # warnings already shown (each once per sweep)
         with progress_bar(len(sw.tasks), done=len(sw.tasks) - len(todo), desc=f"sweep {sw.name}",
-                          noun="tasks", progress=progress) as bar:
+                          noun="task", progress=progress) as bar:
             for task, (frame, caught) in ex.map_unordered(CatchWarnings(run_task), todo):
                 write_parquet_atomic(frame, out / CELLS / task.filename)
                 reissue(caught, seen)

@@ -4,6 +4,7 @@ never land inside the bar, on sweeps, plans and from worker processes."""
 from __future__ import annotations
 
 import io
+import logging
 import math
 import re
 import warnings
@@ -43,7 +44,7 @@ def fake_clock(bar, times):
 def test_lines_come_every_interval_with_rate_and_eta():
     out = io.StringIO()
     now = [0.0]
-    with progress_bar(10, desc="work", noun="tasks",
+    with progress_bar(10, desc="work", noun="task",
                       progress=ProgressOptions(stream=out, interval_s=10, step=1.0)) as bar:
         fake_clock(bar, now)
         for _ in range(10):
@@ -61,7 +62,7 @@ def test_lines_come_every_interval_with_rate_and_eta():
 def test_lines_come_every_step_of_the_total_when_that_is_sooner():
     out = io.StringIO()
     now = [0.0]
-    with progress_bar(20, done=4, noun="runs",
+    with progress_bar(20, done=4, noun="run",
                       progress=ProgressOptions(stream=out, interval_s=math.inf, step=0.25)) as bar:
         fake_clock(bar, now)
         for _ in range(16):
@@ -118,6 +119,8 @@ class CellWarning(UserWarning):
 def warning_task(task):
     """run_task, warning first (the same text every cell: shown once per sweep)."""
     warnings.warn("cell warning: queue nearly full", CellWarning, stacklevel=1)
+    logging.getLogger("distributed.progress-test").warning("dask-like log line, task %d %d",
+                                                           task.cell, task.seed)
     if task.cell == 1:
         warnings.warn(f"cell warning: only in cell {task.cell} seed {task.seed}", CellWarning,
                       stacklevel=1)
@@ -131,10 +134,20 @@ def test_a_warning_in_a_cell_never_lands_inside_the_bar(tmp_path, monkeypatch):
     term = Terminal()
     monkeypatch.setattr("sys.stderr", term)  # where Python prints warnings, and the bar
     monkeypatch.setattr(sim.sweep, "run_task", warning_task)
+    # A console log handler like the ones Dask's `distributed` loggers have.
+    log = logging.getLogger("distributed.progress-test")
+    handler = logging.StreamHandler(term)
+    monkeypatch.setattr(log, "handlers", [handler])
+    monkeypatch.setattr(log, "propagate", False)
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         sweep(small_sweep(tmp_path), out=tmp_path / "out", report=False)
+    assert log.handlers == [handler]  # restored after the bar
     text = term.getvalue()
+    logged = [m.start() for m in re.finditer("dask-like log line", text)]
+    assert len(logged) == 4, text  # one per task
+    for at in logged:
+        assert text[:at].endswith(("\r", "\n")), repr(text[max(0, at - 80):at])
     assert "4/4" in text and "100%" in text  # tqdm's bar, drawn with carriage returns
     shown = [m.start() for m in re.finditer(r"\S+: CellWarning: ", text)]
     # One line per distinct warning: the common one once, one per seed from cell 1.

@@ -30,7 +30,7 @@ def small_sweep(tmp_path):
 @pytest.fixture
 def empty_scheduler():
     """A real scheduler with no workers (threads, not processes, when one is added later)."""
-    with distributed.LocalCluster(n_workers=0, processes=False, threads_per_worker=1,
+    with distributed.LocalCluster(n_workers=0, processes=False, threads_per_worker=1, protocol="tcp",
                                   host="127.0.0.1", scheduler_port=0,
                                   dashboard_address="127.0.0.1:0", silence_logs=50) as cluster:
         yield cluster

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from sim.progress import progress_bar, say
 from traces.importers import import_generations
 from traces.registry import embedded_dir
 
@@ -115,15 +116,13 @@ def build_embedded(generations_dir: str | Path, out_dir: str | Path | None = Non
     ``generations_dir/../raw/governor``), one grading cache serving all of them.  ``progress``
     counts the sets imported, as in :func:`sim.sweep.sweep` (:mod:`sim.progress`).
     """
-    from sim.progress import progress_bar, say
-
     generations_dir = Path(generations_dir)
     governor_dir = Path(governor_dir) if governor_dir else generations_dir.parent / "raw" / "governor"
     out = Path(out_dir) if out_dir else embedded_dir()
     written = []
     grader = None
     names = [name for name in PROVENANCE if not only or name in only]
-    with progress_bar(len(names), desc="traces.embed", noun="sets", progress=progress) as bar:
+    with progress_bar(len(names), desc="traces.embed", noun="set", progress=progress) as bar:
         for name in names:
             src = generations_dir / f"{name}.jsonl"
             meta = {"recorded_by": "public source", **PROVENANCE[name]}
