@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -178,15 +177,18 @@ class DaskExecutor(Executor):
             where = f"scheduler tcp://{spec.address}"
         try:
             link = self.dashboard_link()
-            notify(f"dask: {where}, dashboard " + (link or "not served (the scheduler has no "
-                                                    "bokeh>=3.1 installed)"))
-            self._wait_for_workers(spec, worker_timeout, notify)
+            notify(f"dask: {where}, " + (f"dashboard {link}" if link else "no dashboard"))
+            self._wait_for_workers(worker_timeout, notify)
         except BaseException:
             self.close()
             raise
 
     def dashboard_link(self) -> str | None:
-        """The dashboard's URL, from the address the scheduler reports for it (None without)."""
+        """The dashboard's URL: the scheduler's host as we reached it, the port it reports.
+
+        A scheduler without bokeh>=3.1 still reports one, serving "Dask needs bokeh" (hence
+        the diagnostics extra in our dependencies); None when it reports no HTTP service.
+        """
         try:
             return self.client.dashboard_link or None
         except (KeyError, AttributeError, OSError):  # no "dashboard" service on the scheduler
@@ -195,18 +197,17 @@ class DaskExecutor(Executor):
     def workers(self) -> int:
         return len(self.client.nthreads())
 
-    def _wait_for_workers(self, spec: ExecutorSpec, timeout: float, notify) -> None:
+    def _wait_for_workers(self, timeout: float, notify) -> None:
         if self.workers():
             return
         address = self.client.scheduler.address
         notify(f"dask: no workers on {address} yet; waiting up to {timeout:g} s for one "
                f"(start one with 'dask worker {address}')")
-        t0 = time.monotonic()
         try:
             self.client.wait_for_workers(1, timeout=timeout)
         except TimeoutError:
             raise UserError(f"the Dask scheduler at {address} has no workers after "
-                            f"{time.monotonic() - t0:.0f} s; start one with 'dask worker "
+                            f"{timeout:g} s; start one with 'dask worker "
                             f"{address}', or wait longer with --worker-timeout SECONDS (now "
                             f"{timeout:g})") from None
 
