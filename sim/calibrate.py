@@ -24,7 +24,6 @@ run of the same GPU and model to say how well it transfers.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from scipy.optimize import minimize, nnls
 from sim.engine import EngineConfig, Recorder, Replica, Router
 from sim.errors import UserError
 from sim.kv_infer import infer_kv_blocks
+from sim.recorded import read_recorded
 from sim.stepmodels import LinearStepModel
 
 METRICS = ("ttft", "tpot", "e2e")
@@ -70,36 +70,19 @@ def load_run(run_dir: str | Path, kv_blocks: int | None = None) -> RecordedRun:
     another run on the same GPU, model and vLLM version); otherwise it is inferred from the run
     itself (:func:`sim.kv_infer.infer_kv_blocks`), and unlimited if the run never ran out of KV.
     """
-    d = Path(run_dir)
-    req, meta_p = d / "requests.jsonl", d / "meta.json"
-    if not req.is_file() or not meta_p.is_file():
-        raise UserError("not a recorded vLLM run: expected requests.jsonl and meta.json "
-                        "(the layout of shared/data/serving/vllm_runs/*)", where=str(d))
-    try:
-        rows = [json.loads(line) for line in req.read_text(encoding="utf-8").splitlines() if line.strip()]
-        meta = json.loads(meta_p.read_text(encoding="utf-8"))
-        df = pd.DataFrame(rows)
-        q = df["queued_ts"].to_numpy(float)
-        first = df["first_token_ts"].to_numpy(float)
-        last = df["last_token_ts"].to_numpy(float)
-        out = df["output_toks"].to_numpy(np.int64)
-        prompt = df["input_toks"].to_numpy(np.int64)
-        kw = meta.get("engine_kwargs", {})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UserError(f"cannot read the run ({exc.__class__.__name__}: {exc})", where=str(d)) from None
-    if len(df) == 0:
-        raise UserError("requests.jsonl has no requests", where=str(req))
+    rec = read_recorded(run_dir)  # every file checked there (sim/recorded.py)
+    d, df, meta, ts = rec.path, rec.requests, rec.meta, rec.timeseries
+    q = df["queued_ts"].to_numpy(float)
+    first = df["first_token_ts"].to_numpy(float)
+    last = df["last_token_ts"].to_numpy(float)
+    out = df["output_toks"].to_numpy(np.int64)
+    prompt = df["input_toks"].to_numpy(np.int64)
+    kw = meta.get("engine_kwargs") or {}
     order = np.argsort(q, kind="stable")
     q, first, last, out, prompt = q[order], first[order], last[order], out[order], prompt[order]
     notes = []
     kv = (meta.get("kv_cache") or {}).get("num_gpu_blocks")
     block = (meta.get("kv_cache") or {}).get("block_size") or 16
-    ts = None
-    if (d / "timeseries.csv").is_file():
-        try:
-            ts = pd.read_csv(d / "timeseries.csv")
-        except (OSError, ValueError):
-            ts = None
     kv_source = "recorded" if kv is not None else None
     if kv is None and kv_blocks:
         kv, kv_source = kv_blocks, "given"
@@ -124,8 +107,15 @@ def load_run(run_dir: str | Path, kv_blocks: int | None = None) -> RecordedRun:
         # the API server's own per-request latency, fitted as `overhead` (see fit_runs)
         "client_timing": str(meta.get("timing_source") or "").startswith("client"),
     }
-    return RecordedRun(d.name, q - q[0], prompt, out, first - q, _tpot(first, last, out), last - q,
-                       flags, ts, notes)
+    run = RecordedRun(d.name, q - q[0], prompt, out, first - q, _tpot(first, last, out), last - q,
+                      flags, ts, notes)
+    for m, x in (("TTFT", run.ttft_s), ("TPOT", run.tpot_s), ("E2E", run.e2e_s)):
+        st = stats(x) if np.isfinite(x).any() else {}
+        if not st or min(st.values()) <= 0:  # the fit divides by the recorded latencies
+            raise UserError(f"the recorded {m} mean, median and p90 must be > 0 (TPOT needs "
+                            "requests with output_toks >= 2): nothing to calibrate against",
+                            where=str(d / "requests.jsonl"))
+    return run
 
 
 def engine_for(run: RecordedRun, step: LinearStepModel, kv_blocks: int | None = "run") -> EngineConfig:

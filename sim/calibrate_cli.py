@@ -7,6 +7,7 @@ import json
 
 from sim.cli_args import positive_int
 from sim.errors import UserError
+from sim.recorded import LIMITS_HELP
 
 
 def cmd_calibrate(args) -> int:
@@ -35,7 +36,10 @@ def register(sub) -> None:
         "data-parallel replicas, KV blocks: recorded, else inferred from the run), fit the linear "
         "step model c0 + c1 prefill tokens + c2 decoding sequences, and print simulated vs real "
         "TTFT, TPOT and E2E (mean, median, p90) with the error of each and the coefficients. "
-        "With --fit and --check: fit on some runs, report the errors on others (out of sample).")
+        "With --fit and --check: fit on some runs, report the errors on others (out of sample).",
+        epilog="Every run folder is checked first (sim/recorded.py): a broken requests.jsonl, "
+        "meta.json or timeseries.csv is one error line naming the file, line and field. "
+        + LIMITS_HELP)
     p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", default=None,
                    help="folder of the recorded run (in-sample calibration)")
     p.add_argument("--fit", nargs="+", metavar="RUN", default=None,

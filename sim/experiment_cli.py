@@ -127,7 +127,8 @@ def register(sub) -> None:
                    "scheduler whose workers have clearsim installed. Results are identical "
                    "row for row whichever executor runs them")
     p.add_argument("--resume", action="store_true",
-                   help="finish a sweep already started in --out (its finished cells are kept)")
+                   help="finish a sweep already started in --out (its finished cells are kept; "
+                   "tasks that failed at run time, listed in DIR/failed.json, run again)")
     p.add_argument("--connect-timeout", type=_timeout, default=10.0, metavar="SECONDS",
                    help="how long to try reaching a dask:// scheduler (default: 10)")
     p.add_argument("--worker-timeout", type=_timeout, default=WORKER_TIMEOUT_S, metavar="SECONDS",
@@ -168,5 +169,7 @@ def register(sub) -> None:
         "write it automatically; this rewrites it.")
     p.add_argument("folder", help="a run folder or a sweep folder")
     p.add_argument("--out", metavar="FILE", default=None,
-                   help="where to write the page (default: FOLDER/report.html)")
+                   help="where to write the page (default: FOLDER/report.html); checked before "
+                   "the folder is read, and the folder's files are checked before any figure "
+                   "(sim/folders.py)")
     p.set_defaults(func=cmd_report)

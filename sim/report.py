@@ -30,6 +30,7 @@ from plotly.subplots import make_subplots
 
 from sim.errors import UserError
 from sim.files import write_text_atomic
+from sim.folders import check_out_file, read_run_folder, read_sweep_folder
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf"]
@@ -446,25 +447,17 @@ def build_report(folder: str | os.PathLike, *, queries: pd.DataFrame | None = No
     """The report page for a run or sweep folder, as HTML text."""
     folder = Path(folder)
     if (folder / "results.parquet").is_file():
-        res = pd.read_parquet(folder / "results.parquet")
-        agg = pd.read_parquet(folder / "aggregate.parquet")
-        man = json.loads((folder / "sweep.json").read_text())
+        res, agg, man = read_sweep_folder(folder)  # checked there (sim/folders.py)
         table, figs = sweep_figures(res, agg, man)
         meta = (f"sweep '{man.get('name')}': {man.get('n_cells')} cells x {len(man.get('seeds', []))} "
                 f"seeds x {len(man.get('policies', []))} policies = {len(res)} rows; grid over "
                 f"{', '.join(man.get('keys', [])) or 'nothing'}")
         return render(f"clearsim sweep: {man.get('name')}", meta, table, figs)
+    engine_ts = None
     if queries is None or summary is None:
-        if (folder / "sweep.json").is_file():
-            raise UserError("this sweep has not finished (no results.parquet); finish it with "
-                            "'clearsim sweep SWEEP --out DIR --resume'", where=str(folder))
-        if not (folder / "summary.json").is_file() or not (folder / "queries.parquet").is_file():
-            raise UserError("not a run folder (summary.json, queries.parquet) or a sweep folder "
-                            "(results.parquet)", where=str(folder))
-        summary = json.loads((folder / "summary.json").read_text())
-        queries = pd.read_parquet(folder / "queries.parquet")
-    engine_ts = pd.read_parquet(folder / "timeseries.parquet") \
-        if (folder / "timeseries.parquet").is_file() else None
+        queries, summary, engine_ts = read_run_folder(folder)  # checked there (sim/folders.py)
+    elif (folder / "timeseries.parquet").is_file():
+        engine_ts = pd.read_parquet(folder / "timeseries.parquet")
     table, figs = run_figures(queries, summary, engine_ts)
     n = summary["results"][0]["n_queries"] if summary["results"] else 0
     meta = (f"run of scenario '{summary['scenario']}': {n} queries, seed {summary['seed']}, "
@@ -486,7 +479,12 @@ def report(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> P
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError("no such folder", where=str(folder))
-    return write_report(folder, out)
+    target = check_out_file(out if out is not None else folder / "report.html")  # before reading
+    try:
+        return write_report(folder, target)
+    except OSError as exc:  # the disk filled up, or the folder changed under us: nothing left
+        raise UserError(f"cannot write the report ({exc.strerror or exc.__class__.__name__})",
+                        where=str(target)) from None
 
 
 __all__ = ["report", "write_report", "build_report"]

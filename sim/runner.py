@@ -31,7 +31,7 @@ from sim.allocation import DecisionClock, Decisions, allocation_process, decide_
 from sim.early_exit import ExitLog, record_exits
 from sim.engine import EngineConfig, Recorder, Replica, Router, sample_timeseries
 from sim.errors import UserError
-from sim.outdirs import check_out_dir, partial_dir, safe_name
+from sim.outdirs import check_out_dir, partial_dir, safe_name, terminate_raises
 from sim.spec import safe_load
 from sim.metrics import summarise
 from sim.scenario import load_scenario, resolve_scenario_path
@@ -283,6 +283,13 @@ def write_run(result: RunResult, out: str | os.PathLike, report: bool = True) ->
     """Write queries.parquet, summary.json, bench.json, scenario.yaml (and report.html) into ``out``,
     all or nothing."""
     out = check_out_dir(out)
+    with terminate_raises():  # a SIGTERM while writing still removes the .partial folder
+        _write_run_folder(result, out, report)
+    result.out_dir = out
+    return out
+
+
+def _write_run_folder(result: RunResult, out: Path, report: bool) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = partial_dir(out)
@@ -310,8 +317,6 @@ def write_run(result: RunResult, out: str | os.PathLike, report: bool = True) ->
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    result.out_dir = out
-    return out
 
 
 def run(scenario: str = "default", *, out: str | os.PathLike | None = None, seed: int | None = None,

@@ -206,7 +206,7 @@ def load_sweep(name_or_path: str | dict, overrides: dict | None = None) -> Sweep
     Every cell is resolved up front so that a bad grid value fails before any work is done.
     ``overrides`` (``--set``) apply to every cell, under the grid's values.
     """
-    from sim.runner import resolve
+    from sim.runner import engine_config, resolve
 
     if isinstance(name_or_path, dict):
         raw, path, where = name_or_path, None, None
@@ -242,6 +242,7 @@ def load_sweep(name_or_path: str | dict, overrides: dict | None = None) -> Sweep
         for seed in spec["seeds"]:
             try:
                 sc = resolve(base_path(base, path), seed=seed, policies=spec["policies"], overrides=ov)
+                engine_config(sc["engine"], None)  # as `validate` does: flags vLLM would refuse
             except UserError as exc:
                 shown = ", ".join(f"{k}={v}" for k, v in values.items())
                 raise UserError(f"cell {shown}: {exc}", where=where) from None
@@ -314,6 +315,25 @@ def run_task(task: Task) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@dataclass(frozen=True)
+class TaskFailure:
+    """What :func:`run_task_safe` returns for a task whose simulation raised: the one-line
+    message (picklable, so it travels back from any executor like a result)."""
+
+    message: str
+
+
+def run_task_safe(task: Task) -> pd.DataFrame | TaskFailure:
+    """:func:`run_task`, with a failure of this one task (a value that passes every check but
+    fails in the simulation) returned instead of raised: the other tasks go on and are saved."""
+    try:
+        return run_task(task)
+    except UserError as exc:
+        return TaskFailure(str(exc))
+    except Exception as exc:  # noqa: BLE001 - reported per task, in one line, exit 2
+        return TaskFailure(" ".join(f"{exc.__class__.__name__}: {short(str(exc))}".split()))
+
+
 # ---------------------------------------------------------------------------------------------
 # Files: atomic writes and the output folder's identity.
 
@@ -359,6 +379,27 @@ def check_out_dir(out: Path, sw: Sweep, resume: bool) -> bool:
         raise UserError("output folder holds this sweep already; pass --resume to finish it "
                         "(finished cells are kept)", where=str(out))
     return True
+
+
+FAILED = "failed.json"
+
+
+def report_failures(out: Path, sw: Sweep, failed: list[tuple[Task, str]], ran: int) -> None:
+    """Record the tasks that failed in ``DIR/failed.json`` and raise one line about them; with
+    none, remove a ``failed.json`` an earlier attempt left.  The finished tasks stay saved."""
+    if not failed:
+        (out / FAILED).unlink(missing_ok=True)
+        return
+    failed = sorted(failed, key=lambda f: (f[0].cell, f[0].seed))
+    rows = [{"cell": t.cell, "seed": t.seed, "values": {k: _scalar(v) for k, v in t.values.items()},
+             "error": msg} for t, msg in failed]
+    write_text_atomic(out / FAILED, json.dumps(rows, indent=2, default=str) + "\n", fsync=True)
+    task, msg = failed[0]
+    shown = ", ".join(f"{k}={short(v)}" for k, v in task.values.items()) or "the only cell"
+    raise UserError(f"{len(failed)} of {ran} tasks failed, first cell {task.cell} ({shown}) seed "
+                    f"{task.seed}: {msg} | finished tasks ({ran - len(failed)} now) are saved in "
+                    f"{out / CELLS}, --resume runs only the rest; every failure is listed in "
+                    f"{out / FAILED}", where=sw.where)
 
 
 def done_tasks(out: Path, sw: Sweep) -> set[str]:
@@ -411,7 +452,10 @@ def aggregate(results: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 def assemble(out: Path, sw: Sweep) -> pd.DataFrame:
     """results.parquet from the task files in (cell, seed, policy) order: executor-independent."""
-    frames = [pq.read_table(out / CELLS / t.filename).to_pandas() for t in sw.tasks]
+    from sim.folders import RESULT_COLUMNS, read_parquet  # a damaged task file: one line
+
+    fix = "remove it and run again with --resume to recompute that task"
+    frames = [read_parquet(out / CELLS / t.filename, RESULT_COLUMNS, fix=fix) for t in sw.tasks]
     df = pd.concat(frames, ignore_index=True)
     order = {p: i for i, p in enumerate(sw.policies)}
     df["_o"] = df["policy"].map(order)
@@ -468,13 +512,18 @@ def sweep(sweep_file: str | dict, *, out: str | os.PathLike | None = None,
             stale.unlink(missing_ok=True)
         done = done_tasks(out, sw)
         todo = [t for t in sw.tasks if t.filename not in done]
+        failed: list[tuple[Task, str]] = []
         seen: set = set()  # warnings already shown (each once per sweep)
         with progress_bar(len(sw.tasks), done=len(sw.tasks) - len(todo), desc=f"sweep {sw.name}",
                           noun="task", progress=progress) as bar:
-            for task, (frame, caught) in ex.map_unordered(CatchWarnings(run_task), todo):
-                write_parquet_atomic(frame, out / CELLS / task.filename)
+            for task, (frame, caught) in ex.map_unordered(CatchWarnings(run_task_safe), todo):
                 reissue(caught, seen)
+                if isinstance(frame, TaskFailure):
+                    failed.append((task, frame.message))
+                else:
+                    write_parquet_atomic(frame, out / CELLS / task.filename)
                 bar.update(1)
+    report_failures(out, sw, failed, len(todo))
     results = assemble(out, sw)
     agg = aggregate(results, sw.keys)
     write_parquet_atomic(results, out / "results.parquet")
@@ -486,4 +535,5 @@ def sweep(sweep_file: str | dict, *, out: str | os.PathLike | None = None,
     return SweepResult(sw, out, results, agg, len(todo))
 
 
-__all__ = ["sweep", "load_sweep", "run_task", "aggregate", "parse_overrides", "SweepResult"]
+__all__ = ["sweep", "load_sweep", "run_task", "run_task_safe", "aggregate", "parse_overrides",
+           "SweepResult", "TaskFailure"]

@@ -18,7 +18,6 @@ Input: a frame with ``arrival_s``, ``first_token_s``, ``finish_s``, ``prompt_tok
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +77,9 @@ def recorded_frame(requests_jsonl: str | Path) -> pd.DataFrame:
 
     Times are the engine's monotonic ``queued_ts`` / ``first_token_ts`` / ``last_token_ts``
     (``arrival_time`` is wall clock, another clock), so latency counts from the engine queue."""
-    rows = [json.loads(line) for line in Path(requests_jsonl).read_text().splitlines() if line.strip()]
-    df = pd.DataFrame(rows)
+    from sim.recorded import read_requests  # the one checked reader of recorded runs
+
+    df = read_requests(requests_jsonl)
     return pd.DataFrame({
         "arrival_s": df["queued_ts"].astype(float),
         "first_token_s": df["first_token_ts"].astype(float),

@@ -108,3 +108,72 @@ def test_record_against_a_server_writes_what_calibrate_reads(tmp_path, capsys):
         run = load_run(d)
         assert run.flags["kv_source"] == "recorded" and len(run.arrival_s) == 15
     assert not list((tmp_path / "runs").glob(".*"))  # no temporary folder left behind
+
+
+def test_engine_cpus_needs_a_server_started_here(capsys, tmp_path):
+    cli_error(capsys, ["traces", "record-serving", "--endpoint", "http://127.0.0.1:9/v1", "--rates", "1",
+                       "--engine-cpus", "0", "--out", str(tmp_path / "o")], "--engine-cpus")
+    assert not (tmp_path / "o").exists()
+
+
+def test_pin_engine_cpus_keeps_the_caller_off_the_engine_cores(tmp_path):
+    """Run in a child process: pinning changes the affinity of the process that calls it."""
+    import os
+    import subprocess
+    import sys
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    cpus = sorted(os.sched_getaffinity(0))
+    code = ("import os, sys; from sim.errors import UserError\n"
+            "from traces.collect.vllm_server import pin_engine_cpus\n"
+            f"rest = pin_engine_cpus([{cpus[0]}])\n"
+            "assert sorted(os.sched_getaffinity(0)) == rest, rest\n"
+            f"assert {cpus[0]} not in rest and rest\n"
+            "try:\n"
+            f"    pin_engine_cpus({cpus})\n"
+            "except UserError as e:\n"
+            "    print('refused', e.field)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=os.getcwd())
+    assert out.returncode == 0, out.stderr
+    assert "refused --engine-cpus" in out.stdout
+
+
+def test_bind_engine_processes_moves_the_servers_children_not_the_server(tmp_path):
+    """The real /proc walk and sched_setaffinity on a real process tree (a parent that starts a
+    grandchild), standing in for the API server and its engine processes."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from traces.collect.vllm_server import VllmServer
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    engine = sorted(os.sched_getaffinity(0))[:1]
+    code = ("import subprocess, sys, time\n"
+            "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "print(c.pid, flush=True); time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        child = int(parent.stdout.readline())
+        srv = object.__new__(VllmServer)  # only the fields bind_engine_processes reads
+        srv.proc, srv.engine_cpus = parent, engine
+        deadline = time.monotonic() + 30
+        while srv.bind_engine_processes() == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        tasks = [int(t) for t in os.listdir(f"/proc/{child}/task")]
+        assert all(os.sched_getaffinity(t) == set(engine) for t in tasks)
+        assert os.sched_getaffinity(parent.pid) == os.sched_getaffinity(0)
+        assert srv.bind_engine_processes() == 0  # already bound: nothing moves
+    finally:
+        parent.kill()
+        parent.wait()
+        if child is not None:
+            try:
+                os.kill(child, 9)
+            except ProcessLookupError:
+                pass

@@ -178,6 +178,207 @@ for key, (fname, text) in ARRIVALS.items():
         ["run", "s.yaml"], [fname]))
 
 
+# Recorded vLLM runs (`calibrate`): a shipped CPU recording with one file broken.
+RECORDED = REPO / "sim" / "calibration_data" / "cpu_runs" / "tiny-4L-h512_r1"
+
+
+def recorded(edit):
+    """A writer of a copy of RECORDED at ``path`` with ``edit(folder)`` applied."""
+
+    def write(path: Path) -> None:
+        import shutil
+
+        shutil.copytree(RECORDED, path)
+        edit(path)
+
+    return write
+
+
+def meta_edit(fn):
+    def edit(d: Path) -> None:
+        m = json.loads((d / "meta.json").read_text())
+        fn(m)
+        (d / "meta.json").write_text(json.dumps(m))
+    return edit
+
+
+def request_edit(fn):
+    def edit(d: Path) -> None:
+        rows = [json.loads(line) for line in (d / "requests.jsonl").read_text().splitlines()]
+        fn(rows)
+        (d / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return edit
+
+
+def file_text(name: str, text: str):
+    return lambda d: (d / name).write_text(text)
+
+
+CALIBRATE = {  # id: (edit, texts the line must hold besides the run's folder)
+    "meta-not-json": (file_text("meta.json", "{bad"), ["meta.json", "JSON"]),
+    "meta-list": (file_text("meta.json", "[1, 2]"), ["meta.json", "object"]),
+    "dp-zero": (meta_edit(lambda m: m["engine_kwargs"].update(data_parallel_size=0)),
+                ["meta.json", "data_parallel_size", "4,096"]),
+    "dp-huge": (meta_edit(lambda m: m["engine_kwargs"].update(data_parallel_size=10**9)),
+                ["data_parallel_size", "4,096"]),
+    "dp-string": (meta_edit(lambda m: m["engine_kwargs"].update(data_parallel_size="two")),
+                  ["data_parallel_size"]),
+    "dp-more-than-gpus": (meta_edit(lambda m: (m["engine_kwargs"].update(data_parallel_size=4),
+                                               m.setdefault("hardware", {}).update(device_count=2))),
+                          ["data_parallel_size", "device_count"]),
+    "seqs-nan": (lambda d: (d / "meta.json").write_text((d / "meta.json").read_text().replace(
+        '"max_num_seqs": 8', '"max_num_seqs": NaN')), ["max_num_seqs"]),
+    "blocks-negative": (meta_edit(lambda m: m["kv_cache"].update(num_gpu_blocks=-1)),
+                        ["kv_cache.num_gpu_blocks"]),
+    "requests-empty": (file_text("requests.jsonl", ""), ["requests.jsonl", "no requests"]),
+    "requests-garbage": (file_text("requests.jsonl", "hello\n"), ["requests.jsonl:1"]),
+    "tokens-string": (request_edit(lambda r: r[3].update(output_toks="12")),
+                      ["requests.jsonl:4", "output_toks"]),
+    "tokens-negative": (request_edit(lambda r: r[3].update(input_toks=-5)),
+                        ["requests.jsonl:4", "input_toks"]),
+    "tokens-2^100": (request_edit(lambda r: r[1].update(output_toks=2**100)),
+                     ["requests.jsonl:2", "output_toks"]),
+    "timestamp-nan": (lambda d: (d / "requests.jsonl").write_text(
+        (d / "requests.jsonl").read_text().replace('"queued_ts": ', '"queued_ts": NaN, "x": ', 1)),
+        ["requests.jsonl:1", "queued_ts"]),
+    "timestamp-missing": (request_edit(lambda r: r[2].pop("first_token_ts")),
+                          ["requests.jsonl:3", "first_token_ts"]),
+    "timestamps-reversed": (request_edit(lambda r: r[2].update(last_token_ts=r[2]["queued_ts"] - 1)),
+                            ["requests.jsonl:3", "last_token_ts"]),
+    "one-token-outputs": (request_edit(lambda r: [x.update(output_toks=1) for x in r]),
+                          ["requests.jsonl", "TPOT"]),
+    "timeseries-garbage": (file_text("timeseries.csv", '\x00garbage,,\n"unclosed\n'),
+                           ["timeseries.csv", "CSV"]),
+    "timeseries-empty": (file_text("timeseries.csv", ""), ["timeseries.csv"]),
+    "timeseries-nan": (file_text("timeseries.csv", "t,running,waiting\n1,nan,0\n"),
+                       ["timeseries.csv:2", "running"]),
+    "timeseries-negative": (file_text("timeseries.csv", "t,running,waiting\n1,2,-4\n"),
+                            ["timeseries.csv:2", "waiting"]),
+    "timeseries-binary": (lambda d: (d / "timeseries.csv").write_bytes(b"\xff\xfe\x00x"),
+                          ["timeseries.csv", "UTF-8"]),
+    "no-meta": (lambda d: (d / "meta.json").unlink(), ["meta.json"]),
+    "no-requests": (lambda d: (d / "requests.jsonl").unlink(), ["requests.jsonl"]),
+}
+for key, (edit, texts) in CALIBRATE.items():
+    ROWS.append((f"calibrate-{key}", {"run": recorded(edit)}, ["calibrate", "run"], texts))
+for key in ("dp-huge", "tokens-negative", "timeseries-garbage"):  # the same one reader
+    edit, texts = CALIBRATE[key]
+    ROWS.append((f"calibrate-fit-{key}", {"run": recorded(edit)},
+                 ["calibrate", "--fit", "run", "--check", str(RECORDED)], texts))
+ROWS.append(("calibrate-no-folder", {}, ["calibrate", "nowhere"], ["nowhere", "no such folder"]))
+
+
+# clearsim's own run and sweep folders (`report`): one small real folder each, then broken.
+_GOOD: dict[str, Path] = {}
+
+
+def _good(kind: str) -> Path:
+    """A real run (or sweep) folder, made once per test session."""
+    if kind not in _GOOD:
+        import atexit
+        import shutil
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="clearsim-good-"))
+        atexit.register(shutil.rmtree, root, True)
+        (root / "s.yaml").write_text(scenario())
+        if kind == "run":
+            from sim.runner import run
+
+            run(str(root / "s.yaml"), out=root / "run", report=False)
+        else:
+            from sim.sweep import sweep
+
+            sweep({"base": str(root / "s.yaml"), "grid": {"budget": [200, 300]}, "seeds": [0]},
+                  out=root / "sweep", report=False)
+        _GOOD[kind] = root / kind
+    return _GOOD[kind]
+
+
+def folder_with(kind: str, name: str, damage):
+    """A writer of a copy of the good ``kind`` folder with file ``name`` damaged by ``damage``."""
+
+    def write(path: Path) -> None:
+        import shutil
+
+        shutil.copytree(_good(kind), path)
+        damage(path / name)
+
+    return write
+
+
+def truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def garbage(p: Path) -> None:
+    p.write_bytes(b"PAR1 this is not parquet at all PAR1")
+
+
+def drop_column(col: str):
+    def damage(p: Path) -> None:
+        t = pq.read_table(p)
+        pq.write_table(t.drop_columns([col]), p)
+    return damage
+
+
+def stringify(col: str):
+    def damage(p: Path) -> None:
+        t = pq.read_table(p)
+        i = t.schema.get_field_index(col)
+        pq.write_table(t.set_column(i, col, pa.array([str(v) for v in t[col].to_pylist()])), p)
+    return damage
+
+
+def no_rows(p: Path) -> None:
+    t = pq.read_table(p)
+    pq.write_table(t.slice(0, 0), p)
+
+
+REPORT = [  # (id, kind, file, damage, texts)
+    ("queries-truncated", "run", "queries.parquet", truncate, ["queries.parquet", "corrupt"]),
+    ("queries-garbage", "run", "queries.parquet", garbage, ["queries.parquet", "Parquet"]),
+    ("queries-no-column", "run", "queries.parquet", drop_column("finish_s"),
+     ["queries.parquet", "finish_s"]),
+    ("queries-string-column", "run", "queries.parquet", stringify("expected_accuracy"),
+     ["queries.parquet", "expected_accuracy"]),
+    ("queries-no-rows", "run", "queries.parquet", no_rows, ["queries.parquet", "no rows"]),
+    ("timeseries-truncated", "run", "timeseries.parquet", truncate, ["timeseries.parquet"]),
+    ("summary-garbage", "run", "summary.json", lambda p: p.write_text("{"), ["summary.json"]),
+    ("summary-no-results", "run", "summary.json", lambda p: p.write_text('{"scenario": "x"}'),
+     ["summary.json"]),
+    ("results-truncated", "sweep", "results.parquet", truncate, ["results.parquet", "corrupt"]),
+    ("results-no-column", "sweep", "results.parquet", drop_column("cell"),
+     ["results.parquet", "cell"]),
+    ("aggregate-garbage", "sweep", "aggregate.parquet", garbage, ["aggregate.parquet"]),
+    ("aggregate-no-column", "sweep", "aggregate.parquet", drop_column("expected_accuracy_mean"),
+     ["aggregate.parquet", "expected_accuracy_mean"]),
+    ("aggregate-missing", "sweep", "aggregate.parquet", lambda p: p.unlink(),
+     ["aggregate.parquet"]),
+    ("manifest-garbage", "sweep", "sweep.json", lambda p: p.write_text("[]"), ["sweep.json"]),
+]
+for key, kind, fname, damage, texts in REPORT:
+    ROWS.append((f"report-{key}", {"d": folder_with(kind, fname, damage)}, ["report", "d"], texts))
+for key, target, texts in [("under-file", "f/report.html", ["f"]),
+                           ("under-proc", "/proc/clearsim-report.html", ["/proc"]),
+                           ("into-folder", "d", ["folder"]),
+                           ("long-name", "r" * 300 + ".html", ["255"])]:
+    ROWS.append((f"report-out-{key}", {"d": folder_with("run", "summary.json", lambda p: None),
+                                       "f": "x"}, ["report", "d", "--out", target], texts))
+
+# Sweeps refused before anything runs.
+SWEEP_BASE = {"base": "s.yaml", "seeds": [0], "set": {"arrivals.queries": 20}}
+for key, changes, argv_extra, texts in [
+    ("empty-grid-key", {"grid": {"budget": []}}, [], ["grid.budget", "non-empty"]),
+    ("grid-not-mapping", {"grid": [1, 2]}, [], ["grid"]),
+    ("no-seeds", {"seeds": []}, [], ["seeds"]),
+    ("resume-no-folder", {"grid": {"budget": [200]}}, ["--resume", "--out", "nowhere"],
+     ["nowhere", "--resume"]),
+]:
+    ROWS.append((f"sweep-{key}", {"s.yaml": scenario(), "sw.yaml": yaml.safe_dump(
+        {**SWEEP_BASE, **changes})}, ["sweep", "sw.yaml", *argv_extra], texts))
+
+
 def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEM_LIMIT, MEM_LIMIT))
 

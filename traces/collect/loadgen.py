@@ -41,6 +41,7 @@ import numpy as np
 
 from sim.errors import UserError
 from sim.files import write_text_atomic
+from sim.outdirs import terminate_raises
 from traces.collect.endpoint import parse_endpoint, sse_chunks
 from traces.collect.timing import (
     SCHEMA_VERSION,
@@ -244,7 +245,7 @@ def record_serving(out: str | Path, *, rates: list[float], endpoint: str | None 
                    concurrency: int = 64, request_timeout: float = 300.0,
                    tick_seconds: float = 1.0, max_num_seqs: int | None = None,
                    max_model_len: int | None = None, max_num_batched_tokens: int | None = None,
-                   kv_cache_gib: float = 1.0,
+                   kv_cache_gib: float = 1.0, engine_cpus: list[int] | None = None,
                    name: str | None = None, log=print) -> list[Path]:
     """Record one run per rate into ``out/<name>_r<rate>/`` and return the folders.
 
@@ -253,22 +254,43 @@ def record_serving(out: str | Path, *, rates: list[float], endpoint: str | None 
     ``serve`` (a model folder: a vLLM server is started on 127.0.0.1 with ``max_num_seqs``
     (default 16), ``max_model_len`` (1024), ``max_num_batched_tokens`` (2048, the GPU runs'
     value; passed explicitly because the server does not report it) and ``kv_cache_gib``,
-    recorded in ``meta.json``, and stopped afterwards).
+    recorded in ``meta.json``, and stopped afterwards, also on SIGTERM).  ``engine_cpus``
+    (with ``serve``) binds vLLM's engine (scheduler and CPU worker) to those cores and keeps
+    this process and the API server on the others (:func:`~traces.collect.vllm_server.pin_engine_cpus`);
+    the binding is recorded in ``meta.json`` under ``hardware``.
     """
     if (endpoint is None) == (serve is None):
         raise UserError("give one of --endpoint URL (a running server) or --serve MODEL_DIR",
                         field="--endpoint")
     _check(rates, requests, max_seconds, prompt_tokens, output_tokens, concurrency)
+    if engine_cpus and serve is None:
+        raise UserError("--engine-cpus binds a server started here: give --serve MODEL_DIR",
+                        field="--engine-cpus")
+    with terminate_raises():  # a SIGTERM still stops the server it started
+        return _record_serving(out, rates, endpoint, serve, requests, seed, prompt_tokens,
+                               output_tokens, max_seconds, concurrency, request_timeout,
+                               tick_seconds, max_num_seqs, max_model_len, max_num_batched_tokens,
+                               kv_cache_gib, engine_cpus, name, log)
+
+
+def _record_serving(out, rates, endpoint, serve, requests, seed, prompt_tokens, output_tokens,
+                    max_seconds, concurrency, request_timeout, tick_seconds, max_num_seqs,
+                    max_model_len, max_num_batched_tokens, kv_cache_gib, engine_cpus, name,
+                    log) -> list[Path]:
     out = Path(out)
     server = None
     engine_kwargs = None
+    hardware = _cpu_info()
     if serve is not None:
-        from traces.collect.vllm_server import VllmServer  # noqa: PLC0415
+        from traces.collect.vllm_server import VllmServer, pin_engine_cpus  # noqa: PLC0415
 
         server = VllmServer(serve, max_num_seqs=max_num_seqs or 16,
                             max_model_len=max_model_len or 1024,
                             max_num_batched_tokens=max_num_batched_tokens or 2048,
-                            kv_cache_gib=kv_cache_gib)
+                            kv_cache_gib=kv_cache_gib, engine_cpus=engine_cpus)
+        if engine_cpus:
+            hardware["engine_cpus"] = server.engine_cpus
+            hardware["server_and_client_cpus"] = pin_engine_cpus(server.engine_cpus)
         log(f"starting vLLM on {server.url} (about 2 min on a CPU)")
         server.start()
         log(f"vLLM is up (log: {server.log_path})")
@@ -294,7 +316,7 @@ def record_serving(out: str | Path, *, rates: list[float], endpoint: str | None 
                               engine_kwargs={k2: v for k2, v in (engine_kwargs or {}).items()
                                              if v is not None} or None,
                               info=info,
-                              extra_meta={"hardware": _cpu_info()} if server else None)
+                              extra_meta={"hardware": hardware} if server else None)
             log(f"  {meta['num_requests']} requests recorded")
             folders.append(d)
         return folders

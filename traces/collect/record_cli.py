@@ -17,6 +17,16 @@ def _range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _cpu_list(text: str) -> list[int]:
+    try:
+        cpus = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CPU numbers like 0 or 0,1, got {text!r}") from None
+    if any(c < 0 for c in cpus):
+        raise argparse.ArgumentTypeError(f"CPU numbers are >= 0, got {text!r}")
+    return cpus
+
+
 EPILOG = """\
 examples:
   clearsim traces tiny-model /tmp/tiny
@@ -38,7 +48,7 @@ def cmd_record(args) -> int:
         concurrency=args.concurrency, request_timeout=args.request_timeout,
         tick_seconds=args.tick_seconds, max_num_seqs=args.max_num_seqs,
         max_model_len=args.max_model_len, max_num_batched_tokens=args.max_num_batched_tokens,
-        kv_cache_gib=args.kv_cache_gib, name=args.name,
+        kv_cache_gib=args.kv_cache_gib, engine_cpus=args.engine_cpus, name=args.name,
         log=lambda msg: print(f"[record] {msg}", file=sys.stderr))
     for f in folders:
         print(f"wrote {f}")
@@ -97,6 +107,12 @@ def register(tsub) -> None:
                      help="token budget per step (default 2048 with --serve)")
     eng.add_argument("--kv-cache-gib", type=positive_float, default=1.0, metavar="GIB",
                      help="VLLM_CPU_KVCACHE_SPACE for --serve (default 1)")
+    eng.add_argument("--engine-cpus", type=_cpu_list, default=None, metavar="C,C,...",
+                     help="with --serve: bind vLLM's engine (its scheduler and CPU worker) to "
+                          "these cores and keep the API server and this load generator on the "
+                          "others, so that the recorded step times are the engine's, as a GPU "
+                          "would separate them; recorded in meta.json (default: vLLM's own "
+                          "binding)")
     p.set_defaults(func=cmd_record)
 
     q = tsub.add_parser(

@@ -67,7 +67,8 @@ class VllmServer:
 
     def __init__(self, model_dir: str | Path, *, max_num_seqs: int = 16, max_model_len: int = 1024,
                  max_num_batched_tokens: int | None = 2048, dtype: str = "float32", seed: int = 0,
-                 kv_cache_gib: float = 1.0, port: int | None = None, startup_timeout: float = 900.0,
+                 kv_cache_gib: float = 1.0, engine_cpus: list[int] | None = None,
+                 port: int | None = None, startup_timeout: float = 900.0,
                  python: str = sys.executable, log_path: str | Path | None = None) -> None:
         self.model_dir = check_model_dir(model_dir)
         self.port = port or free_port()
@@ -76,6 +77,7 @@ class VllmServer:
         if max_num_batched_tokens:
             self.engine_kwargs["max_num_batched_tokens"] = int(max_num_batched_tokens)
         self.kv_cache_gib = kv_cache_gib
+        self.engine_cpus = sorted(set(engine_cpus)) if engine_cpus else None
         self.startup_timeout = startup_timeout
         self.python = python
         self.log_path = Path(log_path) if log_path else None
@@ -105,6 +107,11 @@ class VllmServer:
         self._log = self.log_path.open("w", encoding="utf-8")
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": f"{self.kv_cache_gib:g}",
                "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
+        if self.engine_cpus:
+            # vLLM's CPU worker binds its compute threads to these cores; once up, the engine
+            # core joins them (bind_engine_processes); the API server and the caller (see
+            # pin_engine_cpus) keep to the others.
+            env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, self.engine_cpus))
         self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)
         deadline = time.monotonic() + self.startup_timeout
@@ -117,6 +124,8 @@ class VllmServer:
             try:
                 with urllib.request.urlopen(self.url + "/models", timeout=5) as resp:
                     if resp.status == 200:
+                        if self.engine_cpus:
+                            self.bind_engine_processes()
                         return self
             except (urllib.error.URLError, OSError):
                 pass
@@ -124,6 +133,30 @@ class VllmServer:
         self.stop()
         raise UserError(f"the vLLM server did not answer within {self.startup_timeout:g} s",
                         where=str(self.log_path))
+
+    def bind_engine_processes(self) -> int:
+        """Move every thread of the server's child processes (vLLM's engine core, which
+        schedules the steps, and its workers) onto ``engine_cpus``; the API server itself stays
+        on the caller's CPUs.  Threads already bound inside ``engine_cpus`` (the worker's OpenMP
+        threads, which vLLM binds one per core) are left as they are.  Returns how many threads
+        were moved.  Why: the scheduler and the worker alternate (one schedules, the other
+        computes), so they share a core without slowing each other, while HTTP streaming, which
+        grows with the token rate, no longer steals time from the steps."""
+        want = set(self.engine_cpus)
+        moved = 0
+        for pid in _descendants(self.proc.pid):
+            try:
+                tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    if not os.sched_getaffinity(tid) <= want:
+                        os.sched_setaffinity(tid, want)
+                        moved += 1
+                except OSError:
+                    pass  # the thread ended meanwhile
+        return moved
 
     def last_log_line(self) -> str:
         try:
@@ -174,4 +207,41 @@ class VllmServer:
         self.stop()
 
 
-__all__ = ["VllmServer", "cache_info_from_metrics", "free_port"]
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def pin_engine_cpus(engine_cpus: list[int]) -> list[int]:
+    """Keep this process (and the servers it starts) off ``engine_cpus``: returns the CPUs left.
+
+    Why: on a CPU-only machine the API server and the load generator share the cores with the
+    engine that schedules and computes the steps, so the step time measured depends on how much
+    HTTP streaming the others do, which grows with the load.  With the engine on its own cores
+    (a GPU's role; see :meth:`VllmServer.bind_engine_processes`) the recorded step times are
+    the engine's, which is what calibration models."""
+    allowed = sorted(os.sched_getaffinity(0))
+    bad = [c for c in engine_cpus if c not in allowed]
+    rest = [c for c in allowed if c not in set(engine_cpus)]
+    if bad or not rest:
+        raise UserError(f"--engine-cpus must be some, not all, of this process's CPUs {allowed}; "
+                        f"got {engine_cpus}", field="--engine-cpus")
+    os.sched_setaffinity(0, rest)
+    return rest
+
+
+__all__ = ["VllmServer", "cache_info_from_metrics", "free_port", "pin_engine_cpus"]
