@@ -35,7 +35,7 @@ def test_failing_cell_is_reported_and_the_others_kept(tmp_path, monkeypatch, cap
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(SMALL))
     (tmp_path / "sw.yaml").write_text(yaml.safe_dump(
         {"base": "s.yaml", "grid": {"engine.kv_blocks": [100_000, 1, 50_000]}, "seeds": [0]}))
-    line = cli_error(capsys, ["sweep", "sw.yaml", "--out", "o", "--no-report"],
+    line = cli_error(capsys, ["sweep", "sw.yaml", "--out", "o", "--no-report", "--no-progress"],
                      "sw.yaml", "1 of 3 tasks failed", "cell 1", "engine.kv_blocks=1", "--resume")
     assert "failed.json" in line
     failed = json.loads((tmp_path / "o" / "failed.json").read_text())
