@@ -53,6 +53,7 @@ _PACK, _UNPACK = struct.Struct("<d"), struct.Struct("<q")
 #: below this the reference's 200-step bisection may stop before float resolution: fall back
 _TINY = 2.0 ** -90
 _MAX_PROBES = 48
+_GALLOP = 2e-4  # first step away from the previous arrival's price (w)
 
 
 def _bits(x: float) -> int:
@@ -286,6 +287,7 @@ class SlidingMarket:
         ``exact``, else any cheap estimate (to choose the next probe)."""
         klo, khi = self._key(lo), self._key(hi)
         probe = guess
+        near, first = None, True  # (side that moved: +1 hi, -1 lo; step in w) while galloping
         for _ in range(_MAX_PROBES):
             if klo == khi:  # one piece: its closed form places the flip
                 g = root(klo, True)
@@ -305,6 +307,9 @@ class SlidingMarket:
                 else:
                     lo, klo = e, khi
                 continue
+            if not (lo < probe < hi) and near is not None:  # gallop away from the warm start
+                side, step = near
+                probe = guess - side * step
             if not (lo < probe < hi):
                 probe = None
                 if ev is not None and ev[1] is not None:
@@ -312,10 +317,15 @@ class SlidingMarket:
                 if probe is None or not (lo < probe < hi):
                     probe = 0.5 * (lo + hi)
             k = self._key(probe)
-            if pred(probe):
+            side = 1 if pred(probe) else -1
+            if side > 0:
                 hi, khi = probe, k
             else:
                 lo, klo = probe, k
+            if first:  # the warm start: look near it first, then farther and farther
+                near, first = (side, _GALLOP), False
+            elif near is not None:
+                near = (side, near[1] * 4) if side == near[0] else None  # bracketed: bisect
             r = root(k, False)
             probe = r if lo < r < hi and r != probe else -1.0  # -1: choose again
         raise _Fallback
@@ -355,10 +365,8 @@ class SlidingMarket:
             self.frac = s - self.fl
             self.fl_cs = np.cumsum(self.fl)
 
-            def root_whole(k, exact):
-                if exact:
-                    return self._root_whole(k, whole_budget)
-                return self._root_real(k, budget + 0.5 * self._n12(k)[0])  # floors lose ~1/2
+            def root_whole(k, exact):  # estimates overshoot: probe changes of the set instead
+                return self._root_whole(k, whole_budget) if exact else math.nan
 
             def fits_whole(v):
                 # whole demand is within [D - n1, D] up to rounding (each floor loses < 1
