@@ -118,8 +118,7 @@ def allocation_cases(n: int, repeats: int):
             news.append(allocation_seconds(_policy(name, sc, wl, ts), wl, target))
             if name == "clear-posted":
                 m = min(n, 2000)  # the old way costs ~2 ms per arrival: time a prefix
-                olds.append(old_posted_seconds(_policy(name, sc, wl, ts), wl.head(m)
-                                               if hasattr(wl, "head") else _prefix(wl, m),
+                olds.append(old_posted_seconds(_policy(name, sc, wl, ts), _prefix(wl, m),
                                                target) / m * n)
         new, base = statistics.median(news), statistics.median(bases)
         row = {"part": "allocation", "policy": name, "arrivals": n,
