@@ -202,6 +202,10 @@ class SlidingMarket:
         n1 floor(x) + #{frac_i >= 1 - frac(x)} first exceeds t at x = q + 1 - (the (m+1)-th
         largest fractional part)."""
         n1, n2 = self._n12(key)
+        if self.frac is None:
+            s = self.buf[:len(self.sl)]
+            fl = np.floor(s)
+            self.frac, self.fl_cs = s - fl, np.cumsum(fl)
         t = whole_budget - n2 * int(math.floor(self.b_max)) - (int(self.fl_cs[n1 - 1]) if n1 else 0)
         if n1 == 0:
             return -math.inf if t >= 0 else math.inf
@@ -361,9 +365,7 @@ class SlidingMarket:
         if self._demand(0.0) <= budget:
             w = 0.0
         else:
-            self.fl = np.floor(s)
-            self.frac = s - self.fl
-            self.fl_cs = np.cumsum(self.fl)
+            self.frac = None  # the fractional parts, computed when a piece needs them
 
             def root_whole(k, exact):  # estimates overshoot: probe changes of the set instead
                 return self._root_whole(k, whole_budget) if exact else math.nan
