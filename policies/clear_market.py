@@ -77,11 +77,15 @@ class ClearMarket:
         return xs, cut, b_max - xs, cap_hi
 
     def _counts(self, w: float) -> tuple[int, int, int, float]:
-        xs, cut, unc_hi, cap_hi = self._bounds(w)
-        s = self.sorted
-        n_unc_max = int(np.searchsorted(s, unc_hi, side="right"))
+        beta, s = self.beta, self.sorted
+        xs = (1.0 - w) / beta
+        cut = math.inf if w <= 0 else (1.0 - w) ** 2 / (beta * w)
+        n_unc_max = int(np.searchsorted(s, self.b_max - xs, side="right"))
         n1 = min(int(np.searchsorted(s, cut, side="left")), n_unc_max)
-        n2 = max(int(np.searchsorted(s, cap_hi, side="left")) - n_unc_max, 0)
+        n2 = 0
+        if n_unc_max < len(s):  # the capped limit (a Lambert W) matters only then
+            cap_hi = self._bounds(w)[3]
+            n2 = max(int(np.searchsorted(s, cap_hi, side="left")) - n_unc_max, 0)
         return n1, n_unc_max, n2, xs
 
     def demand(self, w: float) -> float:

@@ -1,0 +1,178 @@
+"""A frozen copy of ``policies/clear_market.py``'s ClearMarket as it was before issue 11 (the
+plain bisections), the reference the fast markets are checked against
+(``test_sliding_market.py``).  Do not optimise it: its point is to stay the old code."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import lambertw
+
+
+@dataclass(frozen=True)
+class ClearResult:
+    budgets: np.ndarray  # int64 per query, 0 = abandoned
+    w: float  # W0(e * lambda / alpha), in [0, 1]
+    price: float  # lambda / alpha = w * exp(w - 1)
+    slack: float  # x* = (1 - w) / beta
+    cutoff: float  # funded iff tau < cutoff (before the cap)
+    leftover: int  # budget tokens not allocated
+
+
+class ClearMarket:
+    """The sorted thresholds of one batch, ready to be priced many times."""
+
+    def __init__(self, tau: np.ndarray, beta: float, b_max: float):
+        if beta <= 0 or b_max <= 0:
+            raise ValueError("beta and b_max must be > 0")
+        self.tau = np.asarray(tau, dtype=float)
+        self.beta = float(beta)
+        self.b_max = float(b_max)
+        eligible = np.isfinite(self.tau) & (self.tau < self.b_max)
+        self.sorted = np.sort(self.tau[eligible])
+        self.prefix = np.concatenate([[0.0], np.cumsum(self.sorted)])
+
+    def _bounds(self, w: float) -> tuple[float, float, float, float]:
+        """(x*, cutoff, upper tau of the uncapped range, upper tau of the capped range)."""
+        beta, b_max = self.beta, self.b_max
+        xs = (1.0 - w) / beta
+        cut = math.inf if w <= 0 else (1.0 - w) ** 2 / (beta * w)
+        c = w * math.exp(w - 1.0) * b_max  # capped funded iff x e^{-beta x} > c, x = b_max - tau
+        if beta * c * math.e >= 1.0:
+            cap_hi = -math.inf
+        elif c <= 0:
+            cap_hi = b_max
+        else:
+            x_min = -lambertw(-beta * c, 0).real / beta
+            cap_hi = b_max - x_min
+        return xs, cut, b_max - xs, cap_hi
+
+    def _counts(self, w: float) -> tuple[int, int, int, float]:
+        xs, cut, unc_hi, cap_hi = self._bounds(w)
+        s = self.sorted
+        n_unc_max = int(np.searchsorted(s, unc_hi, side="right"))
+        n1 = min(int(np.searchsorted(s, cut, side="left")), n_unc_max)
+        n2 = max(int(np.searchsorted(s, cap_hi, side="left")) - n_unc_max, 0)
+        return n1, n_unc_max, n2, xs
+
+    def demand(self, w: float) -> float:
+        """Total tokens demanded at price w (before flooring to whole tokens)."""
+        n1, _, n2, xs = self._counts(w)
+        return float(self.prefix[n1] + n1 * xs + n2 * self.b_max)
+
+    def clearing_w(self, budget: float) -> float:
+        """Smallest w in [0, 1] whose demand fits the budget (bisection to float resolution)."""
+        if self.demand(0.0) <= budget:
+            return 0.0
+        lo, hi = 0.0, 1.0  # demand(lo) > budget >= demand(hi) = 0
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if mid <= lo or mid >= hi:
+                break
+            if self.demand(mid) <= budget:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def whole_demand(self, w: float) -> int:
+        """Total whole-token demand at price w: sum of floor(tau + x*) plus capped b_max's.
+        O(funded queries) (a floor per funded query), so it is only used near the price."""
+        n1, _, n2, xs = self._counts(w)
+        return int(np.floor(self.sorted[:n1] + xs).sum()) + n2 * int(math.floor(self.b_max))
+
+    def clearing_w_whole(self, budget: float) -> float:
+        """Smallest w whose *whole-token* demand fits the budget.
+
+        Flooring loses up to one token per funded query, so clearing the real-valued demand
+        leaves up to that many tokens unspent (0.1% of a 10^6-query budget).  The whole-token
+        demand is monotone in w too and lies between D(w) - N and D(w) (N = queries that can
+        be funded), so the answer lies between the real clearing prices for budget + N and
+        for budget: bisection there, with the exact floored sum over the funded prefix."""
+        hi = self.clearing_w(budget)
+        if hi <= 0.0:
+            return hi
+        lo = self.clearing_w(budget + len(self.sorted))
+        if self.whole_demand(lo) <= budget:
+            return lo  # below lo even the real demand minus N exceeds the budget
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if mid <= lo or mid >= hi:
+                break
+            if self.whole_demand(mid) <= budget:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def budgets_at(self, w: float) -> np.ndarray:
+        """Whole-token budgets at price w: tau + x* (floored), b_max when capped, 0 abandoned."""
+        xs, cut, unc_hi, cap_hi = self._bounds(w)
+        tau = self.tau
+        with np.errstate(invalid="ignore"):
+            unc = (tau < cut) & (tau <= unc_hi)
+            capped = (tau > unc_hi) & (tau < cap_hi) & (tau < self.b_max)
+        b = np.zeros(len(tau), dtype=np.int64)
+        b[unc] = np.floor(tau[unc] + xs).astype(np.int64)
+        b[capped] = int(self.b_max)
+        return b
+
+    def allocate(self, budget: float, leftover: str = "spread") -> ClearResult:
+        """Clear the market for ``budget`` tokens and hand out the leftover (module doc)."""
+        w = self.clearing_w_whole(budget)
+        xs, cut, _, _ = self._bounds(w)
+        tau = self.tau
+        b = self.budgets_at(w)
+        spare = int(math.floor(budget)) - int(b.sum())
+        if leftover in ("next-in-line", "spread") and spare > 0:
+            cand = np.flatnonzero((b == 0) & np.isfinite(tau) & (tau < self.b_max))
+            if len(cand):
+                j = cand[np.argmin(tau[cand])]
+                if spare >= math.ceil(tau[j]):
+                    give = min(spare, math.floor(tau[j] + xs), int(self.b_max))
+                    b[j] = give
+                    spare -= give
+        if leftover == "spread" and spare > 0:
+            spare = spread_evenly(b, spare, int(self.b_max))
+        return ClearResult(
+            budgets=b, w=w, price=w * math.exp(w - 1.0), slack=xs, cutoff=cut, leftover=spare
+        )
+
+
+def spread_evenly(b: np.ndarray, spare: int, b_max: int, open_: np.ndarray | None = None,
+                  weight: np.ndarray | None = None) -> int:
+    """Raise the funded caps (b > 0) in place by equal whole-token amounts, none above b_max
+    (water-filling); return the tokens still spare (fewer than the queries below the cap).
+
+    Every funded cap below b_max gains ``min(headroom, L)`` for the largest whole ``L`` whose
+    total cost fits ``spare``; ``L`` is found by bisection on the sorted headrooms, so the cost
+    is O(N log N) however many distinct headrooms there are.  ``open_`` (a mask) picks other
+    caps to raise than the funded ones; ``weight`` says how many queries each cap stands for
+    (``binned``'s per-bin levels), so raising cap i by x costs ``weight[i] * x``.
+    """
+    mask = (b > 0) if open_ is None else open_
+    open_ = np.flatnonzero(mask & (b < b_max))
+    if spare <= 0 or len(open_) == 0:
+        return spare
+    head = b_max - b[open_]
+    order = np.argsort(head, kind="stable")
+    head = head[order]
+    w = np.ones(len(head), dtype=np.int64) if weight is None else np.asarray(weight)[open_][order]
+    prefix = np.concatenate([[0], np.cumsum(w * head)])  # cost of raising caps 0..k-1 fully
+    tail = np.concatenate([np.cumsum(w[::-1])[::-1], [0]])  # weight of caps k.. (not full)
+
+    def cost(level: int) -> int:  # tokens to raise every open cap by min(headroom, level)
+        k = int(np.searchsorted(head, level, side="left"))
+        return int(prefix[k]) + level * int(tail[k])
+
+    lo, hi = 0, int(head[-1])  # cost(lo) <= spare; find the largest such level
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cost(mid) <= spare:
+            lo = mid
+        else:
+            hi = mid - 1
+    b[open_] += np.minimum(b_max - b[open_], lo)
+    return spare - cost(lo)

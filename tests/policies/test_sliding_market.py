@@ -1,0 +1,97 @@
+"""The fast markets give exactly the old code's caps and prices (issue 11).
+
+``clear-posted`` prices each arrival with :class:`policies.sliding_market.SlidingMarket`
+instead of clearing a new :class:`ClearMarket` over its history; ``clear`` / ``clear-windowed``
+use an optimised :class:`ClearMarket`.  Both are compared with a frozen copy of the pre-issue-11
+ClearMarket (``reference_market.py``), value for value: the cap (an int) and the price (a
+float, compared with ``==``, so to the last bit)."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from policies.clear_market import ClearMarket
+from policies.sliding_market import SlidingMarket, _spread_level, first_true
+from reference_market import ClearMarket as ReferenceMarket
+from reference_market import spread_evenly as reference_spread
+
+LEFTOVER = ("spread", "next-in-line", "none")
+
+# thresholds as predictors give them, plus what breaks naive code: duplicates, whole numbers,
+# zero, +inf (never solvable), values at and above b_max
+taus = st.one_of(
+    st.floats(1.0, 5000.0), st.integers(0, 600).map(float),
+    st.sampled_from([0.0, 3.0, 250.0, 250.5, 3999.0, 4095.5, 4096.0, 9000.0, math.inf]))
+
+
+def _reference(hist, beta, b_max, budget, leftover):
+    res = ReferenceMarket(np.fromiter(hist, float), beta, b_max).allocate(budget, leftover)
+    return int(res.budgets[-1]), res.price
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(taus, st.one_of(st.floats(0.0, 3000.0), st.sampled_from([0.0, 1.0]))),
+                min_size=1, max_size=40),
+       st.integers(1, 25), st.sampled_from([0.005, 0.002, 0.05, 0.0005]),
+       st.sampled_from([4096.0, 512.0, 32768.0, 100.0]), st.sampled_from(LEFTOVER))
+def test_sliding_market_equals_the_reference_at_every_arrival(stream, history, beta, b_max,
+                                                              leftover):
+    """Same cap and same price (bit for bit) as clearing the window from scratch."""
+    market, hist = SlidingMarket(history, beta, b_max), deque(maxlen=history)
+    for tau, per_query in stream:
+        hist.append(tau)
+        budget = per_query * len(hist)
+        assert market.post(tau, budget, leftover) == _reference(hist, beta, b_max, budget,
+                                                                leftover)
+
+
+def test_sliding_market_on_a_long_stream_without_falling_back():
+    """3,000 arrivals of lognormal thresholds (the default traffic's shape), budgets from
+    scarce to ample: equal to the reference at every arrival, and decided by the fast path
+    (not the fallback to ClearMarket) every time."""
+    rng = np.random.default_rng(7)
+    tau = rng.lognormal(math.log(300), 1.0, 3000)
+    per = np.repeat([60.0, 250.0, 700.0, 4000.0], 750) * (1 + 0.2 * rng.random(3000))
+    market, hist = SlidingMarket(200, 0.005, 4096), deque(maxlen=200)
+    for i, (t, p) in enumerate(zip(tau.tolist(), per.tolist())):
+        hist.append(t)
+        got = market.post(t, p * len(hist), "spread")
+        if i % 5 == 0:  # the reference is slow: check every 5th arrival
+            assert got == _reference(hist, 0.005, 4096, p * len(hist), "spread")
+    assert market.fallbacks == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(taus, min_size=1, max_size=60), st.floats(0.0, 2e5),
+       st.sampled_from([0.005, 0.05, 0.0005]), st.sampled_from([4096.0, 512.0, 100.0]),
+       st.sampled_from(LEFTOVER))
+def test_clear_market_equals_the_reference(tau, budget, beta, b_max, leftover):
+    """The batch market (clear, clear-windowed) gives every query the same cap at the same
+    price as before."""
+    tau = np.asarray(tau)
+    got = ClearMarket(tau, beta, b_max).allocate(budget, leftover)
+    ref = ReferenceMarket(tau, beta, b_max).allocate(budget, leftover)
+    assert np.array_equal(got.budgets, ref.budgets)
+    assert (got.w, got.price, got.leftover) == (ref.w, ref.price, ref.leftover)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 399), min_size=1, max_size=30), st.integers(0, 20000))
+def test_spread_level_is_the_water_filling_level(caps, spare):
+    """The closed-form level raises the caps as spread_evenly's bisection does."""
+    b = np.asarray(caps, dtype=np.int64)
+    raised = b.copy()
+    reference_spread(raised, spare, 400)
+    level = _spread_level(400 - b, spare) if spare >= len(b) else 0
+    assert np.array_equal(raised, b + np.minimum(400 - b, level))
+
+
+@given(st.floats(0.0, 1.0, exclude_min=True), st.floats(0.0, 1.0))
+def test_first_true_finds_the_flip_of_a_monotone_predicate(flip, guess):
+    """The smallest float in (0, 1] where ``w >= flip`` holds is ``flip`` itself, from any
+    starting guess."""
+    assert first_true(lambda w: w >= flip, guess, 0.0, 1.0) == flip
