@@ -46,6 +46,7 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from dataclasses import dataclass
+from heapq import heappop, heappush
 
 import numpy as np
 import simpy
@@ -95,15 +96,22 @@ class Recorder:
         self.preemptions = np.zeros(n, dtype=np.int32)
         self.listeners: list = []
 
-    def mark_finished(self, idx: np.ndarray, now: float) -> None:
+    def mark_finished(self, idx, now: float) -> None:
+        """Requests ``idx`` (an index array or list) finished at ``now``."""
         if len(idx) == 0:
             return
         self.finish_s[idx] = now
-        for listener in self.listeners:
-            listener(idx, now)
+        if self.listeners:
+            idx = np.asarray(idx, dtype=INT)
+            for listener in self.listeners:
+                listener(idx, now)
 
 
-_EMPTY = np.empty(0, dtype=INT)
+_INF = float("inf")
+
+
+def _never() -> float:
+    return _INF
 
 
 class _StepTimeout(simpy.Timeout):
@@ -132,22 +140,35 @@ def _horizon(env: simpy.Environment) -> float:
 
 
 class Replica:
-    """One GPU engine: a SimPy process looping over scheduler steps and closed-form stretches.
+    """One GPU engine: a loop over scheduler steps and closed-form stretches.
 
-    Decoding requests are kept in admission order as numpy arrays relative to a step counter
-    ``off`` that every decode step advances: a decoder's context is ``d_base + off`` and its
-    tokens left ``d_end - off``, so a stretch of ``j`` steps is ``off += j``, O(1).  KV blocks
-    held by decoders are computed on demand (``ceil(context / block_size)``), and only when a
-    cheap upper bound says the cache could be short.
+    Decoding requests live in ``_dec`` (request -> (context - off, tokens left + off, seq)),
+    in admission order (a dict keeps insertion order; preemption pops the newest), relative to
+    a step counter ``off`` that every decode step advances: a decoder's context is
+    ``base + off`` and its tokens left ``end - off``, so a stretch of ``j`` steps is
+    ``off += j``, O(1).  A heap of (end, seq, request) gives the next completion in O(log n)
+    and the running sum of bases the decoders' context, so a step does no array work.  KV
+    blocks held by decoders are summed on demand, only when a cheap upper bound says the cache
+    could be short.
+
+    The loop (:meth:`_core`) is a generator that yields how long to wait: as a SimPy process it
+    waits on a timeout (``None``: on a dispatch); with ``ahead=True`` (every request fed before
+    the run, nothing outside can add any) :meth:`run_ahead` drives it with a clock of its own
+    and no SimPy event at all.  Either way ``now`` follows the same arithmetic
+    (``now + (t - now)``), so both give the same bytes.
     """
 
     def __init__(self, env: simpy.Environment, cfg: EngineConfig, prompt_tokens: np.ndarray,
-                 gen_tokens: np.ndarray, rec: Recorder, rid: int = 0, external=None):
+                 gen_tokens: np.ndarray, rec: Recorder, rid: int = 0, external=None,
+                 ahead: bool = False):
         self.env = env
         #: Time of the next event outside the replicas that could hand this replica work (an
         #: allocation decision).  The runner knows its decision schedule and passes it; other
         #: callers get the conservative scan of SimPy's event queue (:func:`_horizon`).
+        if ahead:
+            external = _never
         self._external = external if external is not None else (lambda: _horizon(env))
+        self._ahead = ahead
         # Requests dispatched but not yet at the scheduler (CPU overhead), in time order: their
         # arrival times at the scheduler and indices, consumed from ``_fp`` on.  No SimPy event
         # per request: the replica takes them in as its clock passes their times.
@@ -160,11 +181,11 @@ class Replica:
         self.rec = rec
         self.rid = rid
         self.waiting: deque[int] = deque()
-        # Decoding requests, in admission order: index, context - off, tokens left + off.
-        self.d_idx = _EMPTY
-        self.d_base = _EMPTY
-        self.d_end = _EMPTY
-        self._dmin = 1 << 62  # d_end.min(): no decoder can finish before off reaches it
+        self._dec: dict[int, tuple[int, int, int]] = {}
+        self._heap: list[tuple[int, int, int]] = []
+        self._seq = 0
+        self._bases = None  # cached numpy array of the decoders' bases, admission order
+        self._dmin = 1 << 62  # min end: no decoder can finish before off reaches it
         self.off = 0
         self.base_sum = 0
         # Requests part-way through (re)prefill, after the decoders in admission order:
@@ -177,6 +198,7 @@ class Replica:
         self.busy_s = 0.0
         self.steps = 0
         self.preemptions = 0
+        self.now = env.now  # the loop's clock: env.now as a SimPy process would see it
         self._wake: simpy.Event | None = None
         self._in_step = False  # a step is in progress (its blocks are allocated)
         self._limit = cfg.kv_blocks if cfg.kv_blocks is not None else 1 << 62
@@ -186,12 +208,12 @@ class Replica:
         self.ts_running = array("q")
         self.ts_waiting = array("q")
         self.ts_kv = array("q")
-        self.process = env.process(self._loop())
+        self.process = None if ahead else env.process(self._loop())
 
     # -------------------------------------------------------------- state
     @property
     def running(self) -> int:
-        return len(self.d_idx) + len(self.pre)
+        return len(self._dec) + len(self.pre)
 
     @property
     def outstanding_tokens(self) -> int:
@@ -202,28 +224,81 @@ class Replica:
         t0, a, b, n = self._fly
         return self._outstanding - n * solve_steps(a, b, self.env.now - t0)
 
+    def _base_array(self) -> np.ndarray:
+        if self._bases is None:
+            self._bases = np.fromiter((v[0] for v in self._dec.values()), INT, len(self._dec))
+        return self._bases
+
     def _dec_blocks(self, ahead: int = 0) -> int:
         """Blocks the decoders hold once ``ahead`` more tokens each are allocated."""
-        if len(self.d_idx) == 0:
+        if not self._dec:
             return 0
         bs = self.cfg.block_size
-        return int((-(-(self.d_base + (self.off + ahead)) // bs)).sum())
+        return int((-(-(self._base_array() + (self.off + ahead)) // bs)).sum())
 
     @property
     def kv_used(self) -> int:
         return self._dec_blocks(1 if self._in_step else 0) + self.kv_pre
 
     def _ctx_sum(self) -> int:
-        return self.base_sum + len(self.d_idx) * self.off
+        return self.base_sum + len(self._dec) * self.off
 
     def _kv_loose(self, steps: int, extra: int = 0) -> bool:
         """Whether the cache certainly holds the decoders ``steps`` tokens on, plus ``extra``
         blocks (sum ceil(x / bs) <= (sum x + n (bs - 1)) / bs)."""
         if self.cfg.kv_blocks is None:
             return True
-        n, bs = len(self.d_idx), self.cfg.block_size
+        n, bs = len(self._dec), self.cfg.block_size
         bound = (self._ctx_sum() + n * (steps + bs - 1)) // bs
         return bound + self.kv_pre + extra <= self._limit
+
+    # ---------------------------------------------------------- decoders
+    def _add_decoders(self, to_dec) -> None:
+        """Requests (index, context, tokens left) that finished their prefill become decoders."""
+        dec, heap, off = self._dec, self._heap, self.off
+        seq = self._seq
+        added = 0
+        for i, c, rem in to_dec:
+            base = c - off
+            end = rem + off
+            dec[i] = (base, end, seq)
+            heappush(heap, (end, seq, i))
+            seq += 1
+            added += base
+        self._seq = seq
+        self.base_sum += added
+        self._dmin = heap[0][0]
+        self._bases = None
+
+    def _settle(self) -> None:
+        """Drop heap entries of decoders that left (preempted) and refresh the minimum end."""
+        heap, dec = self._heap, self._dec
+        while heap:
+            end, seq, i = heap[0]
+            v = dec.get(i)
+            if v is not None and v[2] == seq:
+                break
+            heappop(heap)
+        self._dmin = heap[0][0] if heap else 1 << 62
+        self._bases = None
+
+    def _retire(self, t: float) -> None:
+        """Decoders whose last token came with the step that brought ``off`` to their end."""
+        heap, dec, off = self._heap, self._dec, self.off
+        fin = []
+        gone = 0
+        while heap and heap[0][0] <= off:
+            end, seq, i = heappop(heap)
+            v = dec.get(i)
+            if v is None or v[2] != seq:
+                continue
+            del dec[i]
+            gone += v[0]
+            fin.append(i)
+        self.base_sum -= gone
+        self._settle()
+        if fin:
+            self.rec.mark_finished(fin, t)
 
     # -------------------------------------------------------------- intake
     def dispatch(self, idx: np.ndarray, at_s: np.ndarray | None = None) -> None:
@@ -254,7 +329,7 @@ class Replica:
             wake.succeed()
 
     def _next_fed(self) -> float:
-        return self._feed_t[self._fp] if self._fp < len(self._feed_t) else float("inf")
+        return self._feed_t[self._fp] if self._fp < len(self._feed_t) else _INF
 
     def _take_fed(self, t: float) -> None:
         """Move every fed request whose time has come (<= t) into the waiting queue."""
@@ -263,7 +338,10 @@ class Replica:
             q = p + 1
             while q < m and ft[q] <= t:
                 q += 1
-            self.waiting.extend(self._feed_i[p:q])
+            if q == p + 1:
+                self.waiting.append(self._feed_i[p])
+            else:
+                self.waiting.extend(self._feed_i[p:q])
             self._fp = q
             if q > 65536 and q * 2 > m:  # drop the consumed prefix now and then: O(1) amortised
                 del self._feed_t[:q], self._feed_i[:q]
@@ -293,81 +371,114 @@ class Replica:
 
     # ---------------------------------------------------------------- loop
     def _loop(self):
+        """The SimPy process: wait as :meth:`_core` says (a timeout, or a dispatch)."""
         env = self.env
-        t = env.now
+        for delay in self._core():
+            if delay is None:
+                self._wake = _Wake(env)
+                yield self._wake
+                self._wake = None
+            else:
+                yield _StepTimeout(env, delay)
+            self.now = env.now
+
+    def run_ahead(self) -> None:
+        """Serve everything fed so far without SimPy (``ahead=True``): every wait is a clock
+        update, ``now + delay`` as SimPy would compute it; stops when idle with nothing fed."""
+        if not self._ahead:
+            raise ValueError("run_ahead is for replicas built with ahead=True")
+        for delay in self._core():
+            if delay is None:
+                return
+            self.now = self.now + delay
+
+    def _core(self):
+        """The scheduler loop; yields a delay to wait (``None``: until a dispatch)."""
+        t = self.now
         zero_yielded = False
         sampling = self.cfg.sample_s is not None
         external = self._external
+        cfg = self.cfg
+        max_seqs = cfg.max_num_seqs
+        feed_t = self._feed_t
+        dec = self._dec
+        waiting = self.waiting
         while True:
-            if self._fp < len(self._feed_t) and self._feed_t[self._fp] <= t:
+            if self._fp < len(feed_t) and feed_t[self._fp] <= t:
                 self._take_fed(t)
-            if not self.waiting and not self.pre and len(self.d_idx) == 0:
+                feed_t = self._feed_t
+            if not waiting and not self.pre and not dec:
                 if sampling and self._next_sample <= t:
                     self._sample_until(t + 1e-12)
                 nxt = self._next_fed()
-                if nxt < float("inf"):
-                    yield _StepTimeout(env, nxt - env.now)
+                if nxt < _INF:
+                    yield nxt - self.now
                 else:
-                    self._wake = _Wake(env)
-                    yield self._wake
-                    self._wake = None
-                t = env.now
+                    yield None
+                t = self.now
+                feed_t = self._feed_t
                 if sampling and self._next_sample < t:
                     self._sample_until(t)
                 zero_yielded = False
                 continue
             horizon = external()
-            nxt = self._next_fed()
+            nxt = feed_t[self._fp] if self._fp < len(feed_t) else _INF
             if nxt < horizon:
                 horizon = nxt
             if horizon <= t and not zero_yielded:
                 # Same-time events pending (e.g. an arrival now): let them in before scheduling.
                 zero_yielded = True
-                yield _StepTimeout(env, max(0.0, t - env.now))
+                yield max(0.0, t - self.now)
+                feed_t = self._feed_t
                 continue
             zero_yielded = False
-            stretch = self._plan_stretch()
+            stretch = self._plan_stretch() if dec and not self.pre else None
             if stretch is not None:
                 j, a, b = stretch
-                if len(self.d_idx) >= self.cfg.max_num_seqs or self.waiting:
+                if len(dec) >= max_seqs or waiting:
                     # Nobody can join before the next completion whatever arrives (batch full,
                     # or the queue's head does not fit and FCFS keeps the rest behind it): run
                     # the whole stretch in one event.
                     dt = j * a + b * j * (j - 1) * 0.5
-                    self._fly = (t, a, b, len(self.d_idx))
+                    self._fly = (t, a, b, len(dec))
                     self._in_step = True
-                    yield _StepTimeout(env, t + dt - env.now)
+                    yield t + dt - self.now
+                    feed_t = self._feed_t
                     self._in_step = False
                     self._fly = None
                     if sampling and self._next_sample < t + dt:
                         self._sample_until(t + dt, t, a, b)
                     t += dt
-                    self._apply_stretch(j, k_done=stretch[0], dt=dt, t=t)
+                    self._apply_stretch(j, j, dt, t)
                     continue
                 jh = solve_steps(a, b, horizon - t)
                 if jh >= 1:
-                    j = min(j, jh)
+                    k = j
+                    if jh < j:
+                        j = jh
                     dt = j * a + b * j * (j - 1) * 0.5
                     if sampling and self._next_sample < t + dt:
                         self._sample_until(t + dt, t, a, b)
                     t += dt
-                    self._apply_stretch(j, k_done=stretch[0], dt=dt, t=t)
+                    self._apply_stretch(j, k, dt, t)
                     continue
                 # The next step is in progress when the next event happens: wait for its end.
                 t_end = t + a
                 self._in_step = True
-                yield _StepTimeout(env, t_end - env.now)
+                yield t_end - self.now
+                feed_t = self._feed_t
                 self._in_step = False
                 if sampling and self._next_sample < t_end:
                     self._sample_until(t_end, t, a, b)
                 t = t_end
-                self._apply_stretch(1, k_done=stretch[0], dt=a, t=t)
+                self._apply_stretch(1, j, a, t)
                 continue
             plan = self._plan_step(t)
             t_end = t + plan[0]
             self._in_step = True
             if t_end > horizon:
-                yield _StepTimeout(env, t_end - env.now)
+                yield t_end - self.now
+                feed_t = self._feed_t
             if sampling and self._next_sample < t_end:
                 self._sample_until(t_end)
             self._in_step = False
@@ -382,22 +493,23 @@ class Replica:
 
     def _plan_stretch(self):
         """(steps, a, b) for a run of identical decode-only steps from now, or None."""
-        n = len(self.d_idx)
+        n = len(self._dec)
         if self.pre or n == 0:
             return None
+        cfg = self.cfg
         k = self._dmin - self.off
-        budget = self.cfg.max_num_batched_tokens - n
-        admit = bool(self.waiting) and n < self.cfg.max_num_seqs and budget > 0
-        if self.cfg.kv_blocks is None:
+        budget = cfg.max_num_batched_tokens - n
+        admit = bool(self.waiting) and n < cfg.max_num_seqs and budget > 0
+        if cfg.kv_blocks is None:
             if admit:
                 return None
         else:
-            bs = self.cfg.block_size
+            bs = cfg.block_size
             first = self._first_chunk_blocks(budget) if admit else 0
             if admit and self._kv_loose(1, first):
                 return None  # admissible now: a general step
             if not self._kv_loose(k) or admit:
-                ctx = self.d_base + self.off
+                ctx = self._base_array() + self.off
                 held = int((-(-ctx // bs)).sum())
                 new_now = int(np.count_nonzero(ctx % bs == 0))
                 free = self._limit - held
@@ -420,28 +532,16 @@ class Replica:
                             else:
                                 hi = mid
                         k = lo
-        a, b = self.cfg.step.decode_stretch(n, self._ctx_sum() + n)
+        a, b = cfg.step.decode_stretch(n, self.base_sum + n * self.off + n)
         return k, a, b
 
     def _apply_stretch(self, j: int, k_done: int, dt: float, t: float) -> None:
         self.busy_s += dt
         self.steps += j
         self.off += j
-        self._outstanding -= j * len(self.d_idx)
+        self._outstanding -= j * len(self._dec)
         if j >= k_done and self.off >= self._dmin:
-            self._retire(self.d_end <= self.off, t)
-
-    def _retire(self, done: np.ndarray, t: float) -> None:
-        if not done.any():
-            return
-        fin = self.d_idx[done]
-        keep = ~done
-        self.base_sum -= int(self.d_base[done].sum())
-        self.d_idx = self.d_idx[keep]
-        self.d_base = self.d_base[keep]
-        self.d_end = self.d_end[keep]
-        self._dmin = int(self.d_end.min()) if len(self.d_end) else 1 << 62
-        self.rec.mark_finished(fin, t)
+            self._retire(t)
 
     # ------------------------------------------------------- general steps
     def _preempt(self, i: int, emitted: int) -> None:
@@ -455,14 +555,15 @@ class Replica:
         cfg = self.cfg
         bs = cfg.block_size
         budget = cfg.max_num_batched_tokens
-        n = len(self.d_idx)
+        dec = self._dec
+        n = len(dec)
         # Exact KV bookkeeping only when the cache could run short this step.
         limited = cfg.kv_blocks is not None and not self._kv_loose(
             1, -(-budget // bs) + len(self.pre) + cfg.max_num_seqs)
         preempted = False
         free = 0
         if limited:
-            ctx = self.d_base + self.off
+            ctx = self._base_array() + self.off
             held = -(-ctx // bs)
             free = self._limit - int(held.sum()) - self.kv_pre
             newb = (ctx % bs == 0).astype(INT)
@@ -480,14 +581,15 @@ class Replica:
                     prefix = np.concatenate(([0], np.cumsum(newb)))
                     suffix = np.concatenate((np.cumsum(held[::-1])[::-1], [0]))
                     keep = int(np.searchsorted(prefix - suffix, free, side="right")) - 1
-                    for pos in range(n - 1, keep - 1, -1):
-                        i = int(self.d_idx[pos])
-                        self._preempt(i, int(self.gen[i]) - (int(self.d_end[pos]) - self.off))
+                    gen, off = self.gen, self.off
+                    gone = 0
+                    for _ in range(n - keep):
+                        i, (base, end, _seq) = dec.popitem()  # the newest decoder first
+                        gone += base
+                        self._preempt(i, int(gen[i]) - (end - off))
                     free += int(held[keep:].sum())
-                    self.base_sum -= int(self.d_base[keep:].sum())
-                    self.d_idx, self.d_base, self.d_end = (
-                        self.d_idx[:keep], self.d_base[:keep], self.d_end[:keep])
-                    self._dmin = int(self.d_end.min()) if keep else 1 << 62
+                    self.base_sum -= gone
+                    self._settle()
                     n = keep
                     need = int(newb[:keep].sum())
             free -= need
@@ -495,14 +597,15 @@ class Replica:
         chunks: list[tuple[list[int], int]] = []  # (entry, tokens computed this step)
         prefill = 0
         k = 0
-        while k < len(self.pre) and budget > 0:
-            entry = self.pre[k]
+        pre = self.pre
+        while k < len(pre) and budget > 0:
+            entry = pre[k]
             num = min(entry[2] - entry[1], budget)
             extra = -(-(entry[1] + num) // bs) - (-(-entry[1] // bs))
             if limited:
                 gone = False
                 while extra > free:
-                    victim = self.pre.pop()
+                    victim = pre.pop()
                     held_v = -(-victim[1] // bs)
                     free += held_v
                     self.kv_pre -= held_v
@@ -521,37 +624,37 @@ class Replica:
             k += 1
         new: list[int] = []
         if not preempted:
-            running = n + len(self.pre)
-            while self.waiting and running < cfg.max_num_seqs and budget > 0:
-                i = self.waiting[0]
-                o = self._emitted.get(i, 0)
-                target = int(self.prompt[i]) + o
-                num = min(target, budget)
-                blocks = -(-num // bs)
-                if limited:
-                    if blocks > free:
-                        break
-                    free -= blocks
-                self.kv_pre += blocks
-                self.waiting.popleft()
-                if o:
-                    del self._emitted[i]
-                entry = [i, 0, target, o]
-                self.pre.append(entry)
-                chunks.append((entry, num))
-                new.append(i)
-                prefill += num
-                budget -= num
-                running += 1
+            waiting = self.waiting
+            running = n + len(pre)
+            if waiting and running < cfg.max_num_seqs and budget > 0:
+                prompt, emitted = self.prompt, self._emitted
+                while waiting and running < cfg.max_num_seqs and budget > 0:
+                    i = waiting[0]
+                    o = emitted.get(i, 0) if emitted else 0
+                    target = int(prompt[i]) + o
+                    num = target if target < budget else budget
+                    blocks = -(-num // bs)
+                    if limited:
+                        if blocks > free:
+                            break
+                        free -= blocks
+                    self.kv_pre += blocks
+                    waiting.popleft()
+                    if o:
+                        del emitted[i]
+                    entry = [i, 0, target, o]
+                    pre.append(entry)
+                    chunks.append((entry, num))
+                    new.append(i)
+                    prefill += num
+                    budget -= num
+                    running += 1
         if new:
             sched = self.rec.scheduled_s
-            if len(new) == 1:
-                if sched[new[0]] != sched[new[0]]:  # NaN: first time scheduled
-                    sched[new[0]] = t
-            else:
-                arr = np.array(new, dtype=INT)
-                sched[arr[np.isnan(sched[arr])]] = t
-        dctx = self._ctx_sum() + n if n else 0
+            for i in new:
+                if sched[i] != sched[i]:  # NaN: first time scheduled
+                    sched[i] = t
+        dctx = self.base_sum + n * self.off + n if n else 0
         dt = cfg.step.step_s(prefill, n, dctx)
         return dt, chunks
 
@@ -559,14 +662,15 @@ class Replica:
         dt, chunks = plan
         self.busy_s += dt
         self.steps += 1
-        n = len(self.d_idx)
+        n = len(self._dec)
         emitted = n
         if n:
             self.off += 1
             if self.off >= self._dmin:
-                self._retire(self.d_end <= self.off, t)
+                self._retire(t)
         if chunks:
             bs = self.cfg.block_size
+            gen = self.gen
             first, fin, to_dec = [], [], []
             for entry, num in chunks:
                 entry[1] += num
@@ -577,31 +681,23 @@ class Replica:
                 self.kv_pre -= -(-c // bs)
                 if o == 0:
                     first.append(i)
-                if o + 1 >= self.gen[i]:
+                g = int(gen[i])
+                if o + 1 >= g:
                     fin.append(i)
                 else:
-                    to_dec.append((i, c, int(self.gen[i]) - o - 1))
+                    to_dec.append((i, c, g - o - 1))
             if first:
-                self.rec.first_token_s[first] = t
+                ft = self.rec.first_token_s
+                for i in first:
+                    ft[i] = t
             done_entries = len(fin) + len(to_dec)
             if done_entries:
                 # Requests finish prefill in order, so they are the head of ``pre``.
                 del self.pre[:done_entries]
             if to_dec:
-                idx, ctx, rem = zip(*to_dec)
-                base = np.array(ctx, dtype=INT) - self.off
-                self._dmin = min(self._dmin, min(rem) + self.off)
-                if len(self.d_idx):
-                    self.d_idx = np.concatenate((self.d_idx, np.array(idx, dtype=INT)))
-                    self.d_base = np.concatenate((self.d_base, base))
-                    self.d_end = np.concatenate((self.d_end, np.array(rem, dtype=INT) + self.off))
-                else:
-                    self.d_idx = np.array(idx, dtype=INT)
-                    self.d_base = base
-                    self.d_end = np.array(rem, dtype=INT) + self.off
-                self.base_sum += sum(ctx) - len(ctx) * self.off
+                self._add_decoders(to_dec)
             if fin:
-                self.rec.mark_finished(np.array(fin, dtype=INT), t)
+                self.rec.mark_finished(fin, t)
         self._outstanding -= emitted
 
 
