@@ -98,9 +98,12 @@ class Recorder:
 
     def mark_finished(self, idx, now: float) -> None:
         """Requests ``idx`` (an index array or list) finished at ``now``."""
-        if len(idx) == 0:
+        if len(idx) == 1:
+            self.finish_s[idx[0]] = now
+        elif len(idx) == 0:
             return
-        self.finish_s[idx] = now
+        else:
+            self.finish_s[idx] = now
         if self.listeners:
             idx = np.asarray(idx, dtype=INT)
             for listener in self.listeners:
@@ -185,6 +188,9 @@ class Replica:
         self._heap: list[tuple[int, int, int]] = []
         self._seq = 0
         self._bases = None  # cached numpy array of the decoders' bases, admission order
+        # How many decoders have base % block_size == r: the blocks they hold at any step
+        # follow from these counts in O(block_size) (:meth:`_dec_blocks`), no array.
+        self._rcnt = [0] * cfg.block_size
         self._dmin = 1 << 62  # min end: no decoder can finish before off reaches it
         self.off = 0
         self.base_sum = 0
@@ -230,11 +236,23 @@ class Replica:
         return self._bases
 
     def _dec_blocks(self, ahead: int = 0) -> int:
-        """Blocks the decoders hold once ``ahead`` more tokens each are allocated."""
-        if not self._dec:
+        """Blocks the decoders hold once ``ahead`` more tokens each are allocated:
+        sum ceil((base + x) / bs) = (sum base + n (x + bs - 1) - sum (base + x + bs - 1) mod bs)
+        / bs, x = off + ahead, and the remainders depend only on base mod bs (``_rcnt``)."""
+        n = len(self._dec)
+        if not n:
             return 0
         bs = self.cfg.block_size
-        return int((-(-(self._base_array() + (self.off + ahead)) // bs)).sum())
+        x = self.off + ahead + bs - 1
+        rem = 0
+        for r, c in enumerate(self._rcnt):
+            if c:
+                rem += c * ((r + x) % bs)
+        return (self.base_sum + n * x - rem) // bs
+
+    def _new_blocks(self) -> int:
+        """Decoders that need a new block for their next token (context a multiple of bs)."""
+        return self._rcnt[-self.off % self.cfg.block_size]
 
     @property
     def kv_used(self) -> int:
@@ -256,12 +274,14 @@ class Replica:
     def _add_decoders(self, to_dec) -> None:
         """Requests (index, context, tokens left) that finished their prefill become decoders."""
         dec, heap, off = self._dec, self._heap, self.off
+        rcnt, bs = self._rcnt, self.cfg.block_size
         seq = self._seq
         added = 0
         for i, c, rem in to_dec:
             base = c - off
             end = rem + off
             dec[i] = (base, end, seq)
+            rcnt[base % bs] += 1
             heappush(heap, (end, seq, i))
             seq += 1
             added += base
@@ -285,6 +305,7 @@ class Replica:
     def _retire(self, t: float) -> None:
         """Decoders whose last token came with the step that brought ``off`` to their end."""
         heap, dec, off = self._heap, self._dec, self.off
+        rcnt, bs = self._rcnt, self.cfg.block_size
         fin = []
         gone = 0
         while heap and heap[0][0] <= off:
@@ -294,6 +315,7 @@ class Replica:
                 continue
             del dec[i]
             gone += v[0]
+            rcnt[v[0] % bs] -= 1
             fin.append(i)
         self.base_sum -= gone
         self._settle()
@@ -401,12 +423,23 @@ class Replica:
         cfg = self.cfg
         max_seqs = cfg.max_num_seqs
         feed_t = self._feed_t
+        feed_i = self._feed_i
         dec = self._dec
         waiting = self.waiting
+        max_tokens = cfg.max_num_batched_tokens
+        step = cfg.step
+        kv_on = cfg.kv_blocks is not None
+        limit = self._limit
+        bs = cfg.block_size
+        prompt = self.prompt
         while True:
-            if self._fp < len(feed_t) and feed_t[self._fp] <= t:
-                self._take_fed(t)
-                feed_t = self._feed_t
+            fp = self._fp
+            if fp < len(feed_t) and feed_t[fp] <= t:
+                if fp + 1 < len(feed_t) and feed_t[fp + 1] <= t:
+                    self._take_fed(t)
+                else:
+                    waiting.append(feed_i[fp])
+                    self._fp = fp + 1
             if not waiting and not self.pre and not dec:
                 if sampling and self._next_sample <= t:
                     self._sample_until(t + 1e-12)
@@ -432,7 +465,26 @@ class Replica:
                 feed_t = self._feed_t
                 continue
             zero_yielded = False
-            stretch = self._plan_stretch() if dec and not self.pre else None
+            # Plan a decode-only stretch (:meth:`_plan_stretch`, its array-free cases inline).
+            stretch = None
+            if dec and not self.pre:
+                n = len(dec)
+                off = self.off
+                if not waiting or n >= max_seqs or max_tokens <= n:  # nobody admissible
+                    k = self._dmin - off
+                    if not kv_on or ((self.base_sum + n * (off + k + bs - 1)) // bs + self.kv_pre
+                                     <= limit):
+                        stretch = (k,) + step.decode_stretch(n, self.base_sum + n * off + n)
+                    else:
+                        stretch = self._plan_stretch()
+                elif kv_on:
+                    i = waiting[0]
+                    first = int(prompt[i]) + self._emitted.get(i, 0)
+                    if first > max_tokens - n:
+                        first = max_tokens - n
+                    if ((self.base_sum + n * (off + bs)) // bs + self.kv_pre - (-first // bs)
+                            > limit):  # not certainly admissible: the exact check
+                        stretch = self._plan_stretch()
             if stretch is not None:
                 j, a, b = stretch
                 if len(dec) >= max_seqs or waiting:
@@ -509,9 +561,8 @@ class Replica:
             if admit and self._kv_loose(1, first):
                 return None  # admissible now: a general step
             if not self._kv_loose(k) or admit:
-                ctx = self._base_array() + self.off
-                held = int((-(-ctx // bs)).sum())
-                new_now = int(np.count_nonzero(ctx % bs == 0))
+                held = self._dec_blocks()
+                new_now = self._new_blocks()
                 free = self._limit - held
                 if new_now > free:
                     return None  # preemption at this step
@@ -521,7 +572,7 @@ class Replica:
                 # first step that would not get its block (it preempts: a general step).
                 if not self._kv_loose(k):
                     def demand(j: int) -> int:
-                        return int((-(-(ctx + j) // bs)).sum()) - held
+                        return self._dec_blocks(j) - held
 
                     if demand(k) > free:
                         lo, hi = 1, k  # demand(lo) <= free (new_now <= free), demand(hi) > free
@@ -558,16 +609,15 @@ class Replica:
         dec = self._dec
         n = len(dec)
         # Exact KV bookkeeping only when the cache could run short this step.
-        limited = cfg.kv_blocks is not None and not self._kv_loose(
-            1, -(-budget // bs) + len(self.pre) + cfg.max_num_seqs)
+        # (:meth:`_kv_loose` with 1 step and the most blocks prefill and admissions can take.)
+        limited = cfg.kv_blocks is not None and (
+            (self.base_sum + n * (self.off + bs)) // bs + self.kv_pre - (-budget // bs)
+            + len(self.pre) + cfg.max_num_seqs > self._limit)
         preempted = False
         free = 0
         if limited:
-            ctx = self._base_array() + self.off
-            held = -(-ctx // bs)
-            free = self._limit - int(held.sum()) - self.kv_pre
-            newb = (ctx % bs == 0).astype(INT)
-            need = int(newb.sum())
+            free = self._limit - self._dec_blocks() - self.kv_pre
+            need = self._new_blocks()
             if need > free:
                 # Pop from the end: first every prefilling request, then decoders until the
                 # remaining prefix gets its blocks (vLLM pops one at a time; same outcome).
@@ -578,6 +628,9 @@ class Replica:
                 self.kv_pre = 0
                 preempted = True
                 if need > free:
+                    ctx = self._base_array() + self.off
+                    held = -(-ctx // bs)
+                    newb = (ctx % bs == 0).astype(INT)
                     prefix = np.concatenate(([0], np.cumsum(newb)))
                     suffix = np.concatenate((np.cumsum(held[::-1])[::-1], [0]))
                     keep = int(np.searchsorted(prefix - suffix, free, side="right")) - 1
@@ -586,6 +639,7 @@ class Replica:
                     for _ in range(n - keep):
                         i, (base, end, _seq) = dec.popitem()  # the newest decoder first
                         gone += base
+                        self._rcnt[base % bs] -= 1
                         self._preempt(i, int(gen[i]) - (end - off))
                     free += int(held[keep:].sum())
                     self.base_sum -= gone
