@@ -303,29 +303,41 @@ class Replica:
         self._bases = None
 
     def _retire(self, t: float) -> None:
-        """Decoders whose last token came with the step that brought ``off`` to their end."""
+        """Decoders whose last token came with the step that brought ``off`` to their end
+        (with :meth:`_settle` inline: this runs once per completion)."""
         heap, dec, off = self._heap, self._dec, self.off
         rcnt, bs = self._rcnt, self.cfg.block_size
         fin = []
         gone = 0
-        while heap and heap[0][0] <= off:
-            end, seq, i = heappop(heap)
+        while heap:
+            end, seq, i = heap[0]
             v = dec.get(i)
-            if v is None or v[2] != seq:
-                continue
-            del dec[i]
-            gone += v[0]
-            rcnt[v[0] % bs] -= 1
-            fin.append(i)
+            live = v is not None and v[2] == seq
+            if end > off and live:
+                break
+            heappop(heap)
+            if live:
+                del dec[i]
+                gone += v[0]
+                rcnt[v[0] % bs] -= 1
+                fin.append(i)
+        self._dmin = heap[0][0] if heap else 1 << 62
+        self._bases = None
         self.base_sum -= gone
-        self._settle()
         if fin:
-            self.rec.mark_finished(fin, t)
+            rec = self.rec
+            if len(fin) == 1 and not rec.listeners:
+                rec.finish_s[fin[0]] = t
+            else:
+                rec.mark_finished(fin, t)
 
     # -------------------------------------------------------------- intake
     def dispatch(self, idx: np.ndarray, at_s: np.ndarray | None = None) -> None:
         """Hand requests to this replica now (or, for a schedule known ahead, at times
         ``at_s``, non-decreasing); they reach its scheduler after the CPU overhead."""
+        if at_s is None and len(idx) == 1:  # one live decision's one request: no arrays
+            self._dispatch_one(int(idx[0]))
+            return
         if self.cfg.kv_blocks is not None and len(idx):
             bs = self.cfg.block_size
             need = -(-(self.prompt[idx] + self.gen[idx] - 1) // bs)
@@ -339,6 +351,22 @@ class Replica:
         if at_s is None:
             at_s = np.full(len(idx), self.env.now)
         self.feed(at_s + self.cfg.request_overhead_s, idx)
+
+    def _dispatch_one(self, i: int) -> None:
+        """:meth:`dispatch` of one request now, in scalars (same checks, same times)."""
+        cfg = self.cfg
+        g = int(self.gen[i])
+        if cfg.kv_blocks is not None:
+            need = -(-(int(self.prompt[i]) + g - 1) // cfg.block_size)
+            if need > cfg.kv_blocks:
+                self.dispatch(np.array([i, i], dtype=INT))  # the array path raises the error
+        self.rec.replica[i] = self.rid
+        self._outstanding += g
+        self._feed_t.append(self.env.now + cfg.request_overhead_s)
+        self._feed_i.append(i)
+        wake = self._wake
+        if wake is not None and not wake.triggered:
+            wake.succeed()
 
     def feed(self, at_s: np.ndarray, idx: np.ndarray) -> None:
         """Requests ``idx`` reach the scheduler at times ``at_s`` (non-decreasing, not before
@@ -792,6 +820,11 @@ class Router:
             return
         if self.policy != "least-loaded":
             r = len(self.replicas)
+            if len(idx) == 1:
+                k = self._next % r
+                self._next = (self._next + 1) % r
+                self.replicas[k].dispatch(idx)
+                return
             order = (self._next + np.arange(len(idx))) % r
             self._next = int((self._next + len(idx)) % r)
             for k, rep in enumerate(self.replicas):
