@@ -1,7 +1,8 @@
 """GPU replicas doing vLLM V1-style continuous batching, simulated with SimPy in closed form.
 
-Each replica is one long-lived SimPy process that behaves like vLLM V1's scheduler loop
-(``vllm/v1/core/sched/scheduler.py``, FCFS), step by step:
+Each replica is one scheduler loop that behaves like vLLM V1's (``vllm/v1/core/sched/scheduler.py``,
+FCFS), step by step; it runs as a long-lived SimPy process, or, when every request is known
+before the run (decisions made ahead), without SimPy at all (:meth:`Replica.run_ahead`):
 
 * A request reaches the scheduler ``request_overhead_s`` after it is dispatched (CPU-side
   processing) and waits in FIFO order.
