@@ -128,6 +128,17 @@ def run_case(workload: str, policy: str, replicas: int, load: float, n: int) -> 
     }
 
 
+def _embedded(name: str) -> bool:
+    """Whether the trace set already loads without an import (embedded in the package)."""
+    from traces.registry import load_trace_set
+
+    try:
+        load_trace_set(name)
+    except Exception:  # noqa: BLE001 - any failure means: import it
+        return False
+    return True
+
+
 def _reasoning_home() -> str:
     """A temporary CLEARSIM_HOME with the reasoning set imported (the project's importer)."""
     home = tempfile.mkdtemp(prefix="clearsim-bench-")
@@ -170,7 +181,9 @@ def main(argv=None) -> int:
     workloads = [w for w in args.workloads.split(",") if w]
     home = None
     if "reasoning" in workloads:
-        if REASONING_SRC.exists():
+        if _embedded(REASONING_SET):
+            pass  # shipped with the package: nothing to import
+        elif REASONING_SRC.exists():
             home = _reasoning_home()
         else:
             print(f"# {REASONING_SRC} not found: reasoning cases skipped", file=sys.stderr)

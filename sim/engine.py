@@ -1,7 +1,8 @@
 """GPU replicas doing vLLM V1-style continuous batching, simulated with SimPy in closed form.
 
-Each replica is one long-lived SimPy process that behaves like vLLM V1's scheduler loop
-(``vllm/v1/core/sched/scheduler.py``, FCFS), step by step:
+Each replica is one scheduler loop that behaves like vLLM V1's (``vllm/v1/core/sched/scheduler.py``,
+FCFS), step by step; it runs as a long-lived SimPy process, or, when every request is known
+before the run (decisions made ahead), without SimPy at all (:meth:`Replica.run_ahead`):
 
 * A request reaches the scheduler ``request_overhead_s`` after it is dispatched (CPU-side
   processing) and waits in FIFO order.
@@ -46,6 +47,7 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from dataclasses import dataclass
+from heapq import heappop, heappush
 
 import numpy as np
 import simpy
@@ -95,15 +97,25 @@ class Recorder:
         self.preemptions = np.zeros(n, dtype=np.int32)
         self.listeners: list = []
 
-    def mark_finished(self, idx: np.ndarray, now: float) -> None:
-        if len(idx) == 0:
+    def mark_finished(self, idx, now: float) -> None:
+        """Requests ``idx`` (an index array or list) finished at ``now``."""
+        if len(idx) == 1:
+            self.finish_s[idx[0]] = now
+        elif len(idx) == 0:
             return
-        self.finish_s[idx] = now
-        for listener in self.listeners:
-            listener(idx, now)
+        else:
+            self.finish_s[idx] = now
+        if self.listeners:
+            idx = np.asarray(idx, dtype=INT)
+            for listener in self.listeners:
+                listener(idx, now)
 
 
-_EMPTY = np.empty(0, dtype=INT)
+_INF = float("inf")
+
+
+def _never() -> float:
+    return _INF
 
 
 class _StepTimeout(simpy.Timeout):
@@ -132,22 +144,35 @@ def _horizon(env: simpy.Environment) -> float:
 
 
 class Replica:
-    """One GPU engine: a SimPy process looping over scheduler steps and closed-form stretches.
+    """One GPU engine: a loop over scheduler steps and closed-form stretches.
 
-    Decoding requests are kept in admission order as numpy arrays relative to a step counter
-    ``off`` that every decode step advances: a decoder's context is ``d_base + off`` and its
-    tokens left ``d_end - off``, so a stretch of ``j`` steps is ``off += j``, O(1).  KV blocks
-    held by decoders are computed on demand (``ceil(context / block_size)``), and only when a
-    cheap upper bound says the cache could be short.
+    Decoding requests live in ``_dec`` (request -> (context - off, tokens left + off, seq)),
+    in admission order (a dict keeps insertion order; preemption pops the newest), relative to
+    a step counter ``off`` that every decode step advances: a decoder's context is
+    ``base + off`` and its tokens left ``end - off``, so a stretch of ``j`` steps is
+    ``off += j``, O(1).  A heap of (end, seq, request) gives the next completion in O(log n)
+    and the running sum of bases the decoders' context, so a step does no array work.  KV
+    blocks held by decoders are summed on demand, only when a cheap upper bound says the cache
+    could be short.
+
+    The loop (:meth:`_core`) is a generator that yields how long to wait: as a SimPy process it
+    waits on a timeout (``None``: on a dispatch); with ``ahead=True`` (every request fed before
+    the run, nothing outside can add any) :meth:`run_ahead` drives it with a clock of its own
+    and no SimPy event at all.  Either way ``now`` follows the same arithmetic
+    (``now + (t - now)``), so both give the same bytes.
     """
 
     def __init__(self, env: simpy.Environment, cfg: EngineConfig, prompt_tokens: np.ndarray,
-                 gen_tokens: np.ndarray, rec: Recorder, rid: int = 0, external=None):
+                 gen_tokens: np.ndarray, rec: Recorder, rid: int = 0, external=None,
+                 ahead: bool = False):
         self.env = env
         #: Time of the next event outside the replicas that could hand this replica work (an
         #: allocation decision).  The runner knows its decision schedule and passes it; other
         #: callers get the conservative scan of SimPy's event queue (:func:`_horizon`).
+        if ahead:
+            external = _never
         self._external = external if external is not None else (lambda: _horizon(env))
+        self._ahead = ahead
         # Requests dispatched but not yet at the scheduler (CPU overhead), in time order: their
         # arrival times at the scheduler and indices, consumed from ``_fp`` on.  No SimPy event
         # per request: the replica takes them in as its clock passes their times.
@@ -160,11 +185,14 @@ class Replica:
         self.rec = rec
         self.rid = rid
         self.waiting: deque[int] = deque()
-        # Decoding requests, in admission order: index, context - off, tokens left + off.
-        self.d_idx = _EMPTY
-        self.d_base = _EMPTY
-        self.d_end = _EMPTY
-        self._dmin = 1 << 62  # d_end.min(): no decoder can finish before off reaches it
+        self._dec: dict[int, tuple[int, int, int]] = {}
+        self._heap: list[tuple[int, int, int]] = []
+        self._seq = 0
+        self._bases = None  # cached numpy array of the decoders' bases, admission order
+        # How many decoders have base % block_size == r: the blocks they hold at any step
+        # follow from these counts in O(block_size) (:meth:`_dec_blocks`), no array.
+        self._rcnt = [0] * cfg.block_size
+        self._dmin = 1 << 62  # min end: no decoder can finish before off reaches it
         self.off = 0
         self.base_sum = 0
         # Requests part-way through (re)prefill, after the decoders in admission order:
@@ -177,6 +205,7 @@ class Replica:
         self.busy_s = 0.0
         self.steps = 0
         self.preemptions = 0
+        self.now = env.now  # the loop's clock: env.now as a SimPy process would see it
         self._wake: simpy.Event | None = None
         self._in_step = False  # a step is in progress (its blocks are allocated)
         self._limit = cfg.kv_blocks if cfg.kv_blocks is not None else 1 << 62
@@ -186,12 +215,12 @@ class Replica:
         self.ts_running = array("q")
         self.ts_waiting = array("q")
         self.ts_kv = array("q")
-        self.process = env.process(self._loop())
+        self.process = None if ahead else env.process(self._loop())
 
     # -------------------------------------------------------------- state
     @property
     def running(self) -> int:
-        return len(self.d_idx) + len(self.pre)
+        return len(self._dec) + len(self.pre)
 
     @property
     def outstanding_tokens(self) -> int:
@@ -202,33 +231,114 @@ class Replica:
         t0, a, b, n = self._fly
         return self._outstanding - n * solve_steps(a, b, self.env.now - t0)
 
+    def _base_array(self) -> np.ndarray:
+        if self._bases is None:
+            self._bases = np.fromiter((v[0] for v in self._dec.values()), INT, len(self._dec))
+        return self._bases
+
     def _dec_blocks(self, ahead: int = 0) -> int:
-        """Blocks the decoders hold once ``ahead`` more tokens each are allocated."""
-        if len(self.d_idx) == 0:
+        """Blocks the decoders hold once ``ahead`` more tokens each are allocated:
+        sum ceil((base + x) / bs) = (sum base + n (x + bs - 1) - sum (base + x + bs - 1) mod bs)
+        / bs, x = off + ahead, and the remainders depend only on base mod bs (``_rcnt``)."""
+        n = len(self._dec)
+        if not n:
             return 0
         bs = self.cfg.block_size
-        return int((-(-(self.d_base + (self.off + ahead)) // bs)).sum())
+        x = self.off + ahead + bs - 1
+        rem = 0
+        for r, c in enumerate(self._rcnt):
+            if c:
+                rem += c * ((r + x) % bs)
+        return (self.base_sum + n * x - rem) // bs
+
+    def _new_blocks(self) -> int:
+        """Decoders that need a new block for their next token (context a multiple of bs)."""
+        return self._rcnt[-self.off % self.cfg.block_size]
 
     @property
     def kv_used(self) -> int:
         return self._dec_blocks(1 if self._in_step else 0) + self.kv_pre
 
     def _ctx_sum(self) -> int:
-        return self.base_sum + len(self.d_idx) * self.off
+        return self.base_sum + len(self._dec) * self.off
 
     def _kv_loose(self, steps: int, extra: int = 0) -> bool:
         """Whether the cache certainly holds the decoders ``steps`` tokens on, plus ``extra``
         blocks (sum ceil(x / bs) <= (sum x + n (bs - 1)) / bs)."""
         if self.cfg.kv_blocks is None:
             return True
-        n, bs = len(self.d_idx), self.cfg.block_size
+        n, bs = len(self._dec), self.cfg.block_size
         bound = (self._ctx_sum() + n * (steps + bs - 1)) // bs
         return bound + self.kv_pre + extra <= self._limit
+
+    # ---------------------------------------------------------- decoders
+    def _add_decoders(self, to_dec) -> None:
+        """Requests (index, context, tokens left) that finished their prefill become decoders."""
+        dec, heap, off = self._dec, self._heap, self.off
+        rcnt, bs = self._rcnt, self.cfg.block_size
+        seq = self._seq
+        added = 0
+        for i, c, rem in to_dec:
+            base = c - off
+            end = rem + off
+            dec[i] = (base, end, seq)
+            rcnt[base % bs] += 1
+            heappush(heap, (end, seq, i))
+            seq += 1
+            added += base
+        self._seq = seq
+        self.base_sum += added
+        self._dmin = heap[0][0]
+        self._bases = None
+
+    def _settle(self) -> None:
+        """Drop heap entries of decoders that left (preempted) and refresh the minimum end."""
+        heap, dec = self._heap, self._dec
+        while heap:
+            end, seq, i = heap[0]
+            v = dec.get(i)
+            if v is not None and v[2] == seq:
+                break
+            heappop(heap)
+        self._dmin = heap[0][0] if heap else 1 << 62
+        self._bases = None
+
+    def _retire(self, t: float) -> None:
+        """Decoders whose last token came with the step that brought ``off`` to their end
+        (with :meth:`_settle` inline: this runs once per completion)."""
+        heap, dec, off = self._heap, self._dec, self.off
+        rcnt, bs = self._rcnt, self.cfg.block_size
+        fin = []
+        gone = 0
+        while heap:
+            end, seq, i = heap[0]
+            v = dec.get(i)
+            live = v is not None and v[2] == seq
+            if end > off and live:
+                break
+            heappop(heap)
+            if live:
+                del dec[i]
+                gone += v[0]
+                rcnt[v[0] % bs] -= 1
+                fin.append(i)
+        self._dmin = heap[0][0] if heap else 1 << 62
+        self._bases = None
+        self.base_sum -= gone
+        if fin:
+            rec = self.rec
+            if len(fin) == 1 and not rec.listeners:
+                rec.finish_s[fin[0]] = t
+            else:
+                rec.mark_finished(fin, t)
 
     # -------------------------------------------------------------- intake
     def dispatch(self, idx: np.ndarray, at_s: np.ndarray | None = None) -> None:
         """Hand requests to this replica now (or, for a schedule known ahead, at times
         ``at_s``, non-decreasing); they reach its scheduler after the CPU overhead."""
+        if at_s is None and len(idx) == 1:  # one live decision's one request: no arrays
+            self._dispatch_one(int(idx[0]))
+            return
         if self.cfg.kv_blocks is not None and len(idx):
             bs = self.cfg.block_size
             need = -(-(self.prompt[idx] + self.gen[idx] - 1) // bs)
@@ -243,6 +353,22 @@ class Replica:
             at_s = np.full(len(idx), self.env.now)
         self.feed(at_s + self.cfg.request_overhead_s, idx)
 
+    def _dispatch_one(self, i: int) -> None:
+        """:meth:`dispatch` of one request now, in scalars (same checks, same times)."""
+        cfg = self.cfg
+        g = int(self.gen[i])
+        if cfg.kv_blocks is not None:
+            need = -(-(int(self.prompt[i]) + g - 1) // cfg.block_size)
+            if need > cfg.kv_blocks:
+                self.dispatch(np.array([i, i], dtype=INT))  # the array path raises the error
+        self.rec.replica[i] = self.rid
+        self._outstanding += g
+        self._feed_t.append(self.env.now + cfg.request_overhead_s)
+        self._feed_i.append(i)
+        wake = self._wake
+        if wake is not None and not wake.triggered:
+            wake.succeed()
+
     def feed(self, at_s: np.ndarray, idx: np.ndarray) -> None:
         """Requests ``idx`` reach the scheduler at times ``at_s`` (non-decreasing, not before
         any already fed, not before ``env.now``).  :meth:`dispatch` feeds one decision's
@@ -254,7 +380,7 @@ class Replica:
             wake.succeed()
 
     def _next_fed(self) -> float:
-        return self._feed_t[self._fp] if self._fp < len(self._feed_t) else float("inf")
+        return self._feed_t[self._fp] if self._fp < len(self._feed_t) else _INF
 
     def _take_fed(self, t: float) -> None:
         """Move every fed request whose time has come (<= t) into the waiting queue."""
@@ -263,7 +389,10 @@ class Replica:
             q = p + 1
             while q < m and ft[q] <= t:
                 q += 1
-            self.waiting.extend(self._feed_i[p:q])
+            if q == p + 1:
+                self.waiting.append(self._feed_i[p])
+            else:
+                self.waiting.extend(self._feed_i[p:q])
             self._fp = q
             if q > 65536 and q * 2 > m:  # drop the consumed prefix now and then: O(1) amortised
                 del self._feed_t[:q], self._feed_i[:q]
@@ -293,81 +422,144 @@ class Replica:
 
     # ---------------------------------------------------------------- loop
     def _loop(self):
+        """The SimPy process: wait as :meth:`_core` says (a timeout, or a dispatch)."""
         env = self.env
-        t = env.now
+        for delay in self._core():
+            if delay is None:
+                self._wake = _Wake(env)
+                yield self._wake
+                self._wake = None
+            else:
+                yield _StepTimeout(env, delay)
+            self.now = env.now
+
+    def run_ahead(self) -> None:
+        """Serve everything fed so far without SimPy (``ahead=True``): every wait is a clock
+        update, ``now + delay`` as SimPy would compute it; stops when idle with nothing fed."""
+        if not self._ahead:
+            raise ValueError("run_ahead is for replicas built with ahead=True")
+        for delay in self._core():
+            if delay is None:
+                return
+            self.now = self.now + delay
+
+    def _core(self):
+        """The scheduler loop; yields a delay to wait (``None``: until a dispatch)."""
+        t = self.now
         zero_yielded = False
         sampling = self.cfg.sample_s is not None
         external = self._external
+        cfg = self.cfg
+        max_seqs = cfg.max_num_seqs
+        feed_t = self._feed_t
+        feed_i = self._feed_i
+        dec = self._dec
+        waiting = self.waiting
+        max_tokens = cfg.max_num_batched_tokens
+        step = cfg.step
+        kv_on = cfg.kv_blocks is not None
+        limit = self._limit
+        bs = cfg.block_size
+        prompt = self.prompt
         while True:
-            if self._fp < len(self._feed_t) and self._feed_t[self._fp] <= t:
-                self._take_fed(t)
-            if not self.waiting and not self.pre and len(self.d_idx) == 0:
+            fp = self._fp
+            if fp < len(feed_t) and feed_t[fp] <= t:
+                if fp + 1 < len(feed_t) and feed_t[fp + 1] <= t:
+                    self._take_fed(t)
+                else:
+                    waiting.append(feed_i[fp])
+                    self._fp = fp + 1
+            if not waiting and not self.pre and not dec:
                 if sampling and self._next_sample <= t:
                     self._sample_until(t + 1e-12)
                 nxt = self._next_fed()
-                if nxt < float("inf"):
-                    yield _StepTimeout(env, nxt - env.now)
+                if nxt < _INF:
+                    yield nxt - self.now
                 else:
-                    self._wake = _Wake(env)
-                    yield self._wake
-                    self._wake = None
-                t = env.now
+                    yield None
+                t = self.now
+                feed_t = self._feed_t
                 if sampling and self._next_sample < t:
                     self._sample_until(t)
                 zero_yielded = False
                 continue
             horizon = external()
-            nxt = self._next_fed()
+            nxt = feed_t[self._fp] if self._fp < len(feed_t) else _INF
             if nxt < horizon:
                 horizon = nxt
             if horizon <= t and not zero_yielded:
                 # Same-time events pending (e.g. an arrival now): let them in before scheduling.
                 zero_yielded = True
-                yield _StepTimeout(env, max(0.0, t - env.now))
+                yield max(0.0, t - self.now)
+                feed_t = self._feed_t
                 continue
             zero_yielded = False
-            stretch = self._plan_stretch()
+            # Plan a decode-only stretch (:meth:`_plan_stretch`, its array-free cases inline).
+            stretch = None
+            if dec and not self.pre:
+                n = len(dec)
+                off = self.off
+                if not waiting or n >= max_seqs or max_tokens <= n:  # nobody admissible
+                    k = self._dmin - off
+                    if not kv_on or ((self.base_sum + n * (off + k + bs - 1)) // bs + self.kv_pre
+                                     <= limit):
+                        stretch = (k,) + step.decode_stretch(n, self.base_sum + n * off + n)
+                    else:
+                        stretch = self._plan_stretch()
+                elif kv_on:
+                    i = waiting[0]
+                    first = int(prompt[i]) + self._emitted.get(i, 0)
+                    if first > max_tokens - n:
+                        first = max_tokens - n
+                    if ((self.base_sum + n * (off + bs)) // bs + self.kv_pre - (-first // bs)
+                            > limit):  # not certainly admissible: the exact check
+                        stretch = self._plan_stretch()
             if stretch is not None:
                 j, a, b = stretch
-                if len(self.d_idx) >= self.cfg.max_num_seqs or self.waiting:
+                if len(dec) >= max_seqs or waiting:
                     # Nobody can join before the next completion whatever arrives (batch full,
                     # or the queue's head does not fit and FCFS keeps the rest behind it): run
                     # the whole stretch in one event.
                     dt = j * a + b * j * (j - 1) * 0.5
-                    self._fly = (t, a, b, len(self.d_idx))
+                    self._fly = (t, a, b, len(dec))
                     self._in_step = True
-                    yield _StepTimeout(env, t + dt - env.now)
+                    yield t + dt - self.now
+                    feed_t = self._feed_t
                     self._in_step = False
                     self._fly = None
                     if sampling and self._next_sample < t + dt:
                         self._sample_until(t + dt, t, a, b)
                     t += dt
-                    self._apply_stretch(j, k_done=stretch[0], dt=dt, t=t)
+                    self._apply_stretch(j, j, dt, t)
                     continue
                 jh = solve_steps(a, b, horizon - t)
                 if jh >= 1:
-                    j = min(j, jh)
+                    k = j
+                    if jh < j:
+                        j = jh
                     dt = j * a + b * j * (j - 1) * 0.5
                     if sampling and self._next_sample < t + dt:
                         self._sample_until(t + dt, t, a, b)
                     t += dt
-                    self._apply_stretch(j, k_done=stretch[0], dt=dt, t=t)
+                    self._apply_stretch(j, k, dt, t)
                     continue
                 # The next step is in progress when the next event happens: wait for its end.
                 t_end = t + a
                 self._in_step = True
-                yield _StepTimeout(env, t_end - env.now)
+                yield t_end - self.now
+                feed_t = self._feed_t
                 self._in_step = False
                 if sampling and self._next_sample < t_end:
                     self._sample_until(t_end, t, a, b)
                 t = t_end
-                self._apply_stretch(1, k_done=stretch[0], dt=a, t=t)
+                self._apply_stretch(1, j, a, t)
                 continue
             plan = self._plan_step(t)
             t_end = t + plan[0]
             self._in_step = True
             if t_end > horizon:
-                yield _StepTimeout(env, t_end - env.now)
+                yield t_end - self.now
+                feed_t = self._feed_t
             if sampling and self._next_sample < t_end:
                 self._sample_until(t_end)
             self._in_step = False
@@ -382,24 +574,24 @@ class Replica:
 
     def _plan_stretch(self):
         """(steps, a, b) for a run of identical decode-only steps from now, or None."""
-        n = len(self.d_idx)
+        n = len(self._dec)
         if self.pre or n == 0:
             return None
+        cfg = self.cfg
         k = self._dmin - self.off
-        budget = self.cfg.max_num_batched_tokens - n
-        admit = bool(self.waiting) and n < self.cfg.max_num_seqs and budget > 0
-        if self.cfg.kv_blocks is None:
+        budget = cfg.max_num_batched_tokens - n
+        admit = bool(self.waiting) and n < cfg.max_num_seqs and budget > 0
+        if cfg.kv_blocks is None:
             if admit:
                 return None
         else:
-            bs = self.cfg.block_size
+            bs = cfg.block_size
             first = self._first_chunk_blocks(budget) if admit else 0
             if admit and self._kv_loose(1, first):
                 return None  # admissible now: a general step
             if not self._kv_loose(k) or admit:
-                ctx = self.d_base + self.off
-                held = int((-(-ctx // bs)).sum())
-                new_now = int(np.count_nonzero(ctx % bs == 0))
+                held = self._dec_blocks()
+                new_now = self._new_blocks()
                 free = self._limit - held
                 if new_now > free:
                     return None  # preemption at this step
@@ -409,7 +601,7 @@ class Replica:
                 # first step that would not get its block (it preempts: a general step).
                 if not self._kv_loose(k):
                     def demand(j: int) -> int:
-                        return int((-(-(ctx + j) // bs)).sum()) - held
+                        return self._dec_blocks(j) - held
 
                     if demand(k) > free:
                         lo, hi = 1, k  # demand(lo) <= free (new_now <= free), demand(hi) > free
@@ -420,28 +612,16 @@ class Replica:
                             else:
                                 hi = mid
                         k = lo
-        a, b = self.cfg.step.decode_stretch(n, self._ctx_sum() + n)
+        a, b = cfg.step.decode_stretch(n, self.base_sum + n * self.off + n)
         return k, a, b
 
     def _apply_stretch(self, j: int, k_done: int, dt: float, t: float) -> None:
         self.busy_s += dt
         self.steps += j
         self.off += j
-        self._outstanding -= j * len(self.d_idx)
+        self._outstanding -= j * len(self._dec)
         if j >= k_done and self.off >= self._dmin:
-            self._retire(self.d_end <= self.off, t)
-
-    def _retire(self, done: np.ndarray, t: float) -> None:
-        if not done.any():
-            return
-        fin = self.d_idx[done]
-        keep = ~done
-        self.base_sum -= int(self.d_base[done].sum())
-        self.d_idx = self.d_idx[keep]
-        self.d_base = self.d_base[keep]
-        self.d_end = self.d_end[keep]
-        self._dmin = int(self.d_end.min()) if len(self.d_end) else 1 << 62
-        self.rec.mark_finished(fin, t)
+            self._retire(t)
 
     # ------------------------------------------------------- general steps
     def _preempt(self, i: int, emitted: int) -> None:
@@ -455,18 +635,18 @@ class Replica:
         cfg = self.cfg
         bs = cfg.block_size
         budget = cfg.max_num_batched_tokens
-        n = len(self.d_idx)
+        dec = self._dec
+        n = len(dec)
         # Exact KV bookkeeping only when the cache could run short this step.
-        limited = cfg.kv_blocks is not None and not self._kv_loose(
-            1, -(-budget // bs) + len(self.pre) + cfg.max_num_seqs)
+        # (:meth:`_kv_loose` with 1 step and the most blocks prefill and admissions can take.)
+        limited = cfg.kv_blocks is not None and (
+            (self.base_sum + n * (self.off + bs)) // bs + self.kv_pre - (-budget // bs)
+            + len(self.pre) + cfg.max_num_seqs > self._limit)
         preempted = False
         free = 0
         if limited:
-            ctx = self.d_base + self.off
-            held = -(-ctx // bs)
-            free = self._limit - int(held.sum()) - self.kv_pre
-            newb = (ctx % bs == 0).astype(INT)
-            need = int(newb.sum())
+            free = self._limit - self._dec_blocks() - self.kv_pre
+            need = self._new_blocks()
             if need > free:
                 # Pop from the end: first every prefilling request, then decoders until the
                 # remaining prefix gets its blocks (vLLM pops one at a time; same outcome).
@@ -477,17 +657,22 @@ class Replica:
                 self.kv_pre = 0
                 preempted = True
                 if need > free:
+                    ctx = self._base_array() + self.off
+                    held = -(-ctx // bs)
+                    newb = (ctx % bs == 0).astype(INT)
                     prefix = np.concatenate(([0], np.cumsum(newb)))
                     suffix = np.concatenate((np.cumsum(held[::-1])[::-1], [0]))
                     keep = int(np.searchsorted(prefix - suffix, free, side="right")) - 1
-                    for pos in range(n - 1, keep - 1, -1):
-                        i = int(self.d_idx[pos])
-                        self._preempt(i, int(self.gen[i]) - (int(self.d_end[pos]) - self.off))
+                    gen, off = self.gen, self.off
+                    gone = 0
+                    for _ in range(n - keep):
+                        i, (base, end, _seq) = dec.popitem()  # the newest decoder first
+                        gone += base
+                        self._rcnt[base % bs] -= 1
+                        self._preempt(i, int(gen[i]) - (end - off))
                     free += int(held[keep:].sum())
-                    self.base_sum -= int(self.d_base[keep:].sum())
-                    self.d_idx, self.d_base, self.d_end = (
-                        self.d_idx[:keep], self.d_base[:keep], self.d_end[:keep])
-                    self._dmin = int(self.d_end.min()) if keep else 1 << 62
+                    self.base_sum -= gone
+                    self._settle()
                     n = keep
                     need = int(newb[:keep].sum())
             free -= need
@@ -495,14 +680,15 @@ class Replica:
         chunks: list[tuple[list[int], int]] = []  # (entry, tokens computed this step)
         prefill = 0
         k = 0
-        while k < len(self.pre) and budget > 0:
-            entry = self.pre[k]
+        pre = self.pre
+        while k < len(pre) and budget > 0:
+            entry = pre[k]
             num = min(entry[2] - entry[1], budget)
             extra = -(-(entry[1] + num) // bs) - (-(-entry[1] // bs))
             if limited:
                 gone = False
                 while extra > free:
-                    victim = self.pre.pop()
+                    victim = pre.pop()
                     held_v = -(-victim[1] // bs)
                     free += held_v
                     self.kv_pre -= held_v
@@ -521,37 +707,37 @@ class Replica:
             k += 1
         new: list[int] = []
         if not preempted:
-            running = n + len(self.pre)
-            while self.waiting and running < cfg.max_num_seqs and budget > 0:
-                i = self.waiting[0]
-                o = self._emitted.get(i, 0)
-                target = int(self.prompt[i]) + o
-                num = min(target, budget)
-                blocks = -(-num // bs)
-                if limited:
-                    if blocks > free:
-                        break
-                    free -= blocks
-                self.kv_pre += blocks
-                self.waiting.popleft()
-                if o:
-                    del self._emitted[i]
-                entry = [i, 0, target, o]
-                self.pre.append(entry)
-                chunks.append((entry, num))
-                new.append(i)
-                prefill += num
-                budget -= num
-                running += 1
+            waiting = self.waiting
+            running = n + len(pre)
+            if waiting and running < cfg.max_num_seqs and budget > 0:
+                prompt, emitted = self.prompt, self._emitted
+                while waiting and running < cfg.max_num_seqs and budget > 0:
+                    i = waiting[0]
+                    o = emitted.get(i, 0) if emitted else 0
+                    target = int(prompt[i]) + o
+                    num = target if target < budget else budget
+                    blocks = -(-num // bs)
+                    if limited:
+                        if blocks > free:
+                            break
+                        free -= blocks
+                    self.kv_pre += blocks
+                    waiting.popleft()
+                    if o:
+                        del emitted[i]
+                    entry = [i, 0, target, o]
+                    pre.append(entry)
+                    chunks.append((entry, num))
+                    new.append(i)
+                    prefill += num
+                    budget -= num
+                    running += 1
         if new:
             sched = self.rec.scheduled_s
-            if len(new) == 1:
-                if sched[new[0]] != sched[new[0]]:  # NaN: first time scheduled
-                    sched[new[0]] = t
-            else:
-                arr = np.array(new, dtype=INT)
-                sched[arr[np.isnan(sched[arr])]] = t
-        dctx = self._ctx_sum() + n if n else 0
+            for i in new:
+                if sched[i] != sched[i]:  # NaN: first time scheduled
+                    sched[i] = t
+        dctx = self.base_sum + n * self.off + n if n else 0
         dt = cfg.step.step_s(prefill, n, dctx)
         return dt, chunks
 
@@ -559,14 +745,15 @@ class Replica:
         dt, chunks = plan
         self.busy_s += dt
         self.steps += 1
-        n = len(self.d_idx)
+        n = len(self._dec)
         emitted = n
         if n:
             self.off += 1
             if self.off >= self._dmin:
-                self._retire(self.d_end <= self.off, t)
+                self._retire(t)
         if chunks:
             bs = self.cfg.block_size
+            gen = self.gen
             first, fin, to_dec = [], [], []
             for entry, num in chunks:
                 entry[1] += num
@@ -577,31 +764,23 @@ class Replica:
                 self.kv_pre -= -(-c // bs)
                 if o == 0:
                     first.append(i)
-                if o + 1 >= self.gen[i]:
+                g = int(gen[i])
+                if o + 1 >= g:
                     fin.append(i)
                 else:
-                    to_dec.append((i, c, int(self.gen[i]) - o - 1))
+                    to_dec.append((i, c, g - o - 1))
             if first:
-                self.rec.first_token_s[first] = t
+                ft = self.rec.first_token_s
+                for i in first:
+                    ft[i] = t
             done_entries = len(fin) + len(to_dec)
             if done_entries:
                 # Requests finish prefill in order, so they are the head of ``pre``.
                 del self.pre[:done_entries]
             if to_dec:
-                idx, ctx, rem = zip(*to_dec)
-                base = np.array(ctx, dtype=INT) - self.off
-                self._dmin = min(self._dmin, min(rem) + self.off)
-                if len(self.d_idx):
-                    self.d_idx = np.concatenate((self.d_idx, np.array(idx, dtype=INT)))
-                    self.d_base = np.concatenate((self.d_base, base))
-                    self.d_end = np.concatenate((self.d_end, np.array(rem, dtype=INT) + self.off))
-                else:
-                    self.d_idx = np.array(idx, dtype=INT)
-                    self.d_base = base
-                    self.d_end = np.array(rem, dtype=INT) + self.off
-                self.base_sum += sum(ctx) - len(ctx) * self.off
+                self._add_decoders(to_dec)
             if fin:
-                self.rec.mark_finished(np.array(fin, dtype=INT), t)
+                self.rec.mark_finished(fin, t)
         self._outstanding -= emitted
 
 
@@ -642,6 +821,11 @@ class Router:
             return
         if self.policy != "least-loaded":
             r = len(self.replicas)
+            if len(idx) == 1:
+                k = self._next % r
+                self._next = (self._next + 1) % r
+                self.replicas[k].dispatch(idx)
+                return
             order = (self._next + np.arange(len(idx))) % r
             self._next = int((self._next + len(idx)) % r)
             for k, rep in enumerate(self.replicas):

@@ -82,7 +82,9 @@ def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float,
     ahead = not policy.wants_feedback and (cfg.replicas == 1 or cfg.routing != "least-loaded")
     # Replicas compute ahead up to the next allocation decision (none left when decided ahead).
     clock = (lambda: float("inf")) if ahead else DecisionClock()
-    replicas = [Replica(env, cfg, wl.prompt_tokens, gen, rec, r, external=clock)
+    # Decided ahead, every request is fed before the run and nothing else can reach a replica:
+    # each replica serves its whole schedule without SimPy (Replica.run_ahead).
+    replicas = [Replica(env, cfg, wl.prompt_tokens, gen, rec, r, external=clock, ahead=ahead)
                 for r in range(cfg.replicas)]
     router = Router(replicas, cfg.routing)
     exits = None if policy.exit_rule is None else ExitLog(wl, policy.exit_rule,
@@ -90,6 +92,8 @@ def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float,
     if ahead:  # decisions depend on the arrivals only: make them all now, route them at once
         funded, at_s = decide_ahead(policy, wl, target, dec, gen, exits)
         router.dispatch_ahead(funded, at_s)
+        for r in replicas:
+            r.run_ahead()
     else:
         env.process(allocation_process(env, policy, wl, target, router.dispatch, dec, gen, rec,
                                        exits, clock))

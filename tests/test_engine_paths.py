@@ -75,3 +75,64 @@ def test_reasoning_lengths_with_preemption_match_the_naive_scheduler():
     np.testing.assert_array_equal(rec.preemptions, preempt)
     # Closed form: far fewer engine events than tokens.
     assert reps[0].steps >= gens.max()
+
+
+@pytest.mark.parametrize("kv_blocks,sample_s", [(None, None), (60, 0.05)])
+def test_run_ahead_gives_the_simpy_process_bytes_and_exact_kv_counts(kv_blocks, sample_s):
+    """A replica served without SimPy (``ahead=True``, :meth:`Replica.run_ahead`) follows the
+    SimPy process's clock arithmetic: the same bytes, not just 1e-9 s; and the KV blocks it
+    keeps as counts of base mod block_size equal the per-decoder sum at every sample."""
+    import simpy
+
+    from sim.engine import Recorder, Replica
+
+    rng = np.random.default_rng(5)
+    n = 300
+    at = np.cumsum(rng.exponential(0.01, n))
+    prompts = rng.integers(5, 300, n)
+    gens = rng.integers(1, 200, n)
+    cfg = EngineConfig(step=LinearStepModel(0.007, 20e-6, 25e-6, 0.02e-6), max_num_seqs=32,
+                       max_num_batched_tokens=512, request_overhead_s=0.003,
+                       kv_blocks=kv_blocks, sample_s=sample_s)
+    out = []
+    for ahead in (False, True):
+        env = simpy.Environment()
+        rec = Recorder(n)
+        rep = Replica(env, cfg, prompts, gens, rec, ahead=ahead,
+                      external=None if ahead else (lambda: float("inf")))
+        rep.dispatch(np.arange(n), at)
+        if ahead:
+            rep.run_ahead()
+        else:
+            env.run()
+        out.append((rec, rep))
+    (r0, p0), (r1, p1) = out
+    for name in ("scheduled_s", "first_token_s", "finish_s", "preemptions"):
+        assert getattr(r0, name).tobytes() == getattr(r1, name).tobytes()
+    assert p0.busy_s == p1.busy_s and p0.steps == p1.steps
+    assert bytes(p0.ts_kv) == bytes(p1.ts_kv) and bytes(p0.ts_t) == bytes(p1.ts_t)
+    if kv_blocks:
+        assert r1.preemptions.sum() > 0 and max(p1.ts_kv) > 0
+    sched, first, finish, pre = reference(at.tolist(), prompts.tolist(), gens.tolist(), cfg)
+    np.testing.assert_allclose(r1.finish_s, finish, rtol=0, atol=1e-9)
+
+
+def test_kv_counts_equal_the_per_decoder_sum():
+    """``_dec_blocks`` from the residue counts against the plain sum over decoders, at
+    several offsets, on a replica stopped mid-run."""
+    import simpy
+
+    from sim.engine import Recorder, Replica
+
+    rng = np.random.default_rng(2)
+    n = 80
+    cfg = EngineConfig(step=LinearStepModel(0.007, 20e-6, 25e-6), kv_blocks=10_000)
+    env = simpy.Environment()
+    rep = Replica(env, cfg, rng.integers(5, 300, n), rng.integers(50, 400, n), Recorder(n))
+    rep.dispatch(np.arange(n), np.sort(rng.uniform(0, 0.5, n)))
+    env.run(until=0.6)
+    assert len(rep._dec) > 10
+    bases = np.array([v[0] for v in rep._dec.values()])
+    for ahead in (0, 1, 7, 16, 33):
+        assert rep._dec_blocks(ahead) == int((-(-(bases + rep.off + ahead) // 16)).sum())
+    assert rep._new_blocks() == int(((bases + rep.off) % 16 == 0).sum())
