@@ -62,6 +62,8 @@ p.meta{color:#555;margin-top:0} div.table{overflow-x:auto} table{border-collapse
 th,td{padding:4px 8px;border-bottom:1px solid #eee;text-align:right;vertical-align:top}
 th{background:#f6f6f6} td{white-space:nowrap} td small{color:#777}
 td:first-child,th:first-child{text-align:left} .note{color:#666;font-size:.88em}
+@media print{body{max-width:none;margin:0} h2{break-after:avoid}
+.js-plotly-plot,table{break-inside:avoid} .modebar{display:none}}
 """
 
 
@@ -84,18 +86,23 @@ def _thin(x: np.ndarray, n: int = MAX_POINTS) -> np.ndarray:
 def _style(i: int) -> dict:
     """Policy i's look: colour, marker symbol, line dash, and a marker size that shrinks with i.
 
-    Traces are drawn in policy order, so a later (smaller) marker sits inside an earlier
-    (larger) one: two policies on the same point both stay visible, no text label needed.
-    From the fifth policy on, sizes stop shrinking and markers are outlines instead.
+    Markers are outlines (an outline never covers another) and traces are drawn in policy order
+    with shrinking markers and lines, so a later marker sits inside an earlier one: two policies
+    on the same point both stay visible, no text label needed.
     """
-    symbol = SYMBOLS[i % len(SYMBOLS)] + ("-open" if i >= 4 else "")  # outlines from the 5th on
-    return {"color": COLORS[i % len(COLORS)], "symbol": symbol, "dash": DASHES[i % len(DASHES)],
-            "size": max(8, 18 - 3 * i)}
+    return {"color": COLORS[i % len(COLORS)], "symbol": SYMBOLS[i % len(SYMBOLS)] + "-open",
+            "dash": DASHES[i % len(DASHES)], "size": max(8, 20 - 4 * i),
+            "width": max(1.5, 4.5 - 1.25 * i)}
 
 
 def _marker(st: dict, size: float | None = None) -> dict:
     return dict(color=st["color"], symbol=st["symbol"], size=size or st["size"],
-                line=dict(width=1, color="white"))
+                line=dict(width=2.5, color=st["color"]))
+
+
+def _line(st: dict, **kw) -> dict:
+    """Policy lines narrow in drawing order too: one lying on another leaves it a visible rim."""
+    return dict(color=st["color"], dash=st["dash"], width=st["width"], **kw)
 
 
 def axis_title(key: str) -> str:
@@ -264,7 +271,7 @@ def run_figures(q: pd.DataFrame, summary: dict, engine_ts: pd.DataFrame | None =
         st = style[p]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=p,
                                  marker=_marker(st, st["size"] - 4),
-                                 line=dict(color=st["color"], dash=st["dash"]), customdata=ns,
+                                 line=_line(st), customdata=ns,
                                  hovertemplate=f"<b>{html.escape(p)}</b><br>cap %{{x:.0f}} tokens: "
                                  "accuracy %{y:.3f} (%{customdata} queries)<extra></extra>"))
     if fig.data:
@@ -284,8 +291,7 @@ def run_figures(q: pd.DataFrame, summary: dict, engine_ts: pd.DataFrame | None =
             continue
         k = _thin(e2e)
         fig.add_trace(go.Scatter(x=e2e[k], y=(k + 1) / len(e2e), mode="lines", name=p,
-                                 line=dict(color=style[p]["color"], dash=style[p]["dash"],
-                                           shape="hv"),
+                                 line=_line(style[p], shape="hv"),
                                  hovertemplate=f"<b>{html.escape(p)}</b><br>%{{y:.0%}} within "
                                  "%{x:.2f} s<extra></extra>"))
     if fig.data:
@@ -360,23 +366,22 @@ def over_time_figure(over_time: dict, policies: list[str], style: dict
                 continue
             x, y = (np.asarray(v, dtype=float) for v in over_time[key][p])
             st = style[p]
-            kw = dict(name=p, legendgroup=p, legend=legend, line=dict(color=st["color"],
-                                                                       dash=st["dash"]))
+            kw = dict(name=p, legendgroup=p, legend=legend, line=_line(st))
             if key == "shadow price" and len(x) == 1:
                 single.append(p)
                 fig.add_trace(go.Scatter(
                     x=[t_lo, x[0], t_hi], y=[y[0]] * 3, mode="lines+markers",
-                    marker=dict(size=[0, 11, 0], color=st["color"], symbol=st["symbol"]),
+                    marker={**_marker(st), "size": [0, st["size"], 0]},
                     hovertemplate=f"<b>{html.escape(p)}</b>: one price for the whole batch, "
                     f"{y[0]:.4g}, set at t = {x[0]:.1f} s<extra></extra>",
-                    **{**kw, "name": f"{p} (one batch price)",
-                       "line": dict(color=st["color"], dash="dash")}), row=i, col=1)
+                    **{**kw, "name": f"{p} (one batch price)", "line": _line({**st, "dash": "dash"})}),
+                    row=i, col=1)
                 continue
             unit = {"shadow price": "", "queue length": " waiting", "KV cache use": "",
                     "KV tokens in use": " tokens"}[key]
             fig.add_trace(go.Scatter(
                 x=x, y=y, mode="lines+markers" if key == "shadow price" and len(x) <= 200 else "lines",
-                marker=dict(size=5, color=st["color"], symbol=st["symbol"]),
+                marker=_marker(st, 6),
                 hovertemplate=f"<b>{html.escape(p)}</b><br>t = %{{x:.1f}} s: "
                 f"%{{y:.4g}}{unit}<extra></extra>", **kw), row=i, col=1)
         top = fig.layout[f"yaxis{i if i > 1 else ''}"].domain[1]
@@ -385,6 +390,11 @@ def over_time_figure(over_time: dict, policies: list[str], style: dict
         fig.update_yaxes(title_text=OVER_TIME_Y[key], row=i, col=1)
         if key == "KV cache use":
             fig.update_yaxes(tickformat=".0%", row=i, col=1)
+        if key == "shadow price":  # from 0, with room above (a constant price gets no -1..1 range)
+            top_price = max(float(np.nanmax(v[1])) for v in over_time[key].values())
+            low_price = min(float(np.nanmin(v[1])) for v in over_time[key].values())
+            if np.isfinite(top_price) and top_price > 0 and low_price >= 0:
+                fig.update_yaxes(range=[0, 1.15 * top_price], row=i, col=1)
     fig.update_layout(title="Over time", template="plotly_white", height=260 * len(panels) + 90,
                       margin=dict(l=70, r=20, t=70, b=60), hoverlabel=dict(namelength=-1))
     fig.update_xaxes(title_text="simulated time (s)", row=len(panels), col=1)
@@ -565,7 +575,7 @@ def latency_figure(groups: list, x: str, log_x: bool) -> go.Figure | None:
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label,
                                      legendgroup=label, showlegend=label not in shown,
                                      marker=_marker(st, st["size"] - 4),
-                                     line=dict(color=st["color"], dash=st["dash"]),
+                                     line=_line(st),
                                      hovertemplate=f"<b>{html.escape(label)}</b><br>{html.escape(x)}"
                                      f" = %{{x:g}}: {html.escape(ytitle)} %{{y:.2f}}<extra></extra>"),
                           row=r, col=c)
@@ -603,7 +613,7 @@ def sweep_figures(res: pd.DataFrame, agg: pd.DataFrame, man: dict):
             g["expected_accuracy_ci_hi"].to_numpy(float)[front]
         _band(fig, fx, lo, hi, st["color"], label)
         fig.add_trace(go.Scatter(x=fx, y=ty[front], mode="lines+markers", name=label,
-                                 legendgroup=label, line=dict(color=st["color"], dash=st["dash"]),
+                                 legendgroup=label, line=_line(st),
                                  marker=_marker(st), hoverinfo="skip"))
         ex = (g["tokens_per_query_ci_hi"] - g["tokens_per_query_mean"]).to_numpy(float)
         ey = (g["expected_accuracy_ci_hi"] - g["expected_accuracy_mean"]).to_numpy(float)
@@ -637,7 +647,7 @@ def sweep_figures(res: pd.DataFrame, agg: pd.DataFrame, man: dict):
                   g["expected_accuracy_ci_hi"].to_numpy(float), st["color"], label)
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label,
                                      legendgroup=label, marker=_marker(st, st["size"] - 4),
-                                     line=dict(color=st["color"], dash=st["dash"]),
+                                     line=_line(st),
                                      hovertemplate=f"<b>{html.escape(label)}</b><br>{html.escape(x)}"
                                      " = %{x:g}: accuracy %{y:.3f}<extra></extra>"))
         if fig.data:
@@ -666,7 +676,7 @@ def sweep_figures(res: pd.DataFrame, agg: pd.DataFrame, man: dict):
             mean_q = np.mean(np.vstack(qs), axis=0) / 1000.0
             st = pstyle[p]
             fig.add_trace(go.Scatter(x=mean_q, y=np.linspace(0, 1, len(mean_q)), mode="lines",
-                                     name=p, line=dict(color=st["color"], dash=st["dash"]),
+                                     name=p, line=_line(st),
                                      hovertemplate=f"<b>{html.escape(p)}</b><br>%{{y:.0%}} within "
                                      "%{x:.2f} s<extra></extra>"))
     if fig.data:

@@ -231,7 +231,15 @@ def check_page(path: str | os.PathLike, screenshot: str | os.PathLike | None = N
     with Chromium() as browser:
         s = browser.open(url, width=width)
         browser.drain(1.0)
-        figures = json.loads(browser.evaluate(CHECK_FIGURES, s))
+        # Plotly finishes some drawing (legends, auto-margins) after load: read the figures
+        # until two readings half a second apart agree, so a slow machine sees the final page.
+        figures, deadline = None, time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = json.loads(browser.evaluate(CHECK_FIGURES, s))
+            if now == figures:
+                break
+            figures = now
+            browser.drain(0.5)
         page = json.loads(browser.evaluate(PAGE_SIZE, s))
         browser.drain(0.3)
         if screenshot:

@@ -114,7 +114,8 @@ def test_every_axis_has_a_unit_and_every_trace_data(folders, kind, expected):
                 assert _axis_of(t, letter) in axes, (fid, t.name)
             xs = t.x if t.type != "bar" else np.zeros(len(t.y))
             assert _finite(xs) > 0 and _finite(t.y) > 0, (fid, t.name)  # no empty trace
-            assert "text" not in (t.mode or ""), (fid, t.name)  # legend and hover, not labels
+            assert "text" not in (getattr(t, "mode", None) or "") and t.text is None, \
+                (fid, t.name)  # legend and hover, not labels on the points
         for name, ax in axes.items():
             title = (ax.get("title") or {}).get("text") or ""
             if ax.get("showticklabels") is False:  # a shared time axis: titled at the bottom
