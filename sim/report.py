@@ -128,9 +128,17 @@ def is_geometric(values) -> bool:
     return bool(lr.max() - lr.min() <= 0.5 * lr.mean())
 
 
+def _log_grid(fig: go.Figure, values) -> None:
+    """A log x axis ticked at the grid's own values (100, 200, ..., 1600), not at 2, 3, ... 9."""
+    v = np.unique(np.asarray(values, dtype=float))
+    v = v[np.isfinite(v)]
+    ticks = dict(tickvals=v.tolist(), ticktext=[f"{t:g}" for t in v]) if len(v) <= 12 else {}
+    fig.update_xaxes(type="log", **ticks)
+
+
 def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 420) -> go.Figure:
     fig.update_layout(title=title, template="plotly_white", height=height,
-                      margin=dict(l=70, r=20, t=50, b=60), legend=dict(orientation="v"),
+                      margin=dict(l=70, r=130, t=50, b=60), legend=dict(orientation="v"),
                       hoverlabel=dict(namelength=-1))
     fig.update_xaxes(title_text=x)
     fig.update_yaxes(title_text=y)
@@ -583,10 +591,10 @@ def latency_figure(groups: list, x: str, log_x: bool) -> go.Figure | None:
         fig.update_yaxes(title_text=ytitle, rangemode="tozero", row=r, col=c)
         fig.update_xaxes(title_text=axis_title(x), row=r, col=c)
     if log_x:
-        fig.update_xaxes(type="log")
+        _log_grid(fig, [v for *_, g in groups for v in g[x].to_numpy(float)])
     fig.update_layout(title=f"Latency vs {x} at every cell (means over seeds, bands: 95% CI)",
                       template="plotly_white", height=330 * rows + 110,
-                      margin=dict(l=70, r=20, t=70, b=60), hoverlabel=dict(namelength=-1))
+                      margin=dict(l=70, r=130, t=70, b=60), hoverlabel=dict(namelength=-1))
     return fig
 
 
@@ -654,7 +662,7 @@ def sweep_figures(res: pd.DataFrame, agg: pd.DataFrame, man: dict):
             fig = _layout(fig, f"Accuracy vs {x} (band: 95% CI over seeds)", axis_title(x),
                           ACCURACY, 460)
             if log_x:
-                fig.update_xaxes(type="log")
+                _log_grid(fig, agg[x].to_numpy(float))
             figs.append(("accuracy-budget", fig, ""))
 
         fig = latency_figure(groups, x, log_x)
