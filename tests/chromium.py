@@ -33,9 +33,11 @@ CHECK_FIGURES = """JSON.stringify([...document.querySelectorAll('.js-plotly-plot
     visible: fl[k].visible !== false, ticklabels: fl[k].showticklabels !== false,
     rendered_title: !!d.querySelector('.g-' + k.replace('axis', '') + 'title text')}));
   // Every piece of text drawn in the figure: titles, legend entries, annotations, tick labels.
-  const sel = ['.g-gtitle text', '.infolayer [class^="g-"][class$="title"] text', '.legendtext',
+  // Legend entries: class legendtext, legend2text, ... (one legend per panel is allowed).
+  const entries = [...d.querySelectorAll('text')].filter(e => /^legend[0-9]*text$/.test(e.getAttribute('class')));
+  const sel = ['.g-gtitle text', '.infolayer [class^="g-"][class$="title"] text', 'text[class$="titletext"]',
                '.annotation-text', '.textpoint text', '.xtick text', '.ytick text'];
-  const boxes = [...new Set(sel.flatMap(s => [...d.querySelectorAll(s)]))]
+  const boxes = [...new Set(entries.concat(sel.flatMap(s => [...d.querySelectorAll(s)])))]
     .map(e => ({text: e.textContent, r: e.getBoundingClientRect()}))
     .filter(b => b.text.trim() && b.r.width > 0 && b.r.height > 0);
   const overlaps = [];
@@ -47,7 +49,7 @@ CHECK_FIGURES = """JSON.stringify([...document.querySelectorAll('.js-plotly-plot
   const r = d.getBoundingClientRect();
   return {id: d.id, traces: finite.length, points: finite.reduce((a, b) => a + b, 0),
           empty_traces: finite.filter(n => n === 0).length, drawn: d.querySelectorAll('.main-svg').length,
-          axes: axes, legend: [...d.querySelectorAll('.legendtext')].map(e => e.textContent),
+          axes: axes, legend: entries.map(e => e.textContent),
           text_points: d.querySelectorAll('.textpoint').length, overlaps: overlaps,
           width: r.width, right: r.right};
 }))"""

@@ -260,7 +260,10 @@ def test_report_in_headless_chromium(folders, kind, expected):
         summary = json.loads((folders[kind] / "summary.json").read_text())
         policies = [r["policy"] for r in summary["results"]]
         assert figures["fig-pareto"]["legend"] == policies
-        assert "clear (one batch price)" in figures["fig-over-time"]["legend"]
+        legend = figures["fig-over-time"]["legend"]  # every panel's legend, top to bottom
+        assert "clear (one batch price)" in legend and "uniform" in legend
+        prices = legend[:legend.index("uniform")]  # the shadow-price panel's legend comes first
+        assert prices and all("(one batch price)" in e or e.startswith("clear") for e in prices)
     page = (folders[kind] / "report.html").read_text()
     assert "<h2>Summary</h2><div class=\"table\"><table>" in page.replace("\n", "")
     assert "TTFT p99 (s)" in page and "TPOT mean (ms)" in page
