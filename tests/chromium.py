@@ -4,7 +4,7 @@
 events on fd 4 (NUL-terminated JSON), so no websocket library or driver binary is needed.  Used
 by the report's browser test, and as a script to take the README's screenshot::
 
-    python tests/chromium.py runs/x/report.html docs/report.png [MAX_HEIGHT_PX]
+    python tests/chromium.py runs/x/report.html docs/report.png [MAX_HEIGHT_PX [SCALE]]
 """
 
 from __future__ import annotations
@@ -27,9 +27,37 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 CHECK_FIGURES = """JSON.stringify([...document.querySelectorAll('.js-plotly-plot')].map(d => {
   // calcdata: the points Plotly actually computed for drawing (after decoding typed arrays)
   const finite = (d.calcdata || []).map(cd => cd.filter(p => Number.isFinite(p.x) && Number.isFinite(p.y)).length);
+  const fl = d._fullLayout;
+  const axes = Object.keys(fl).filter(k => /^[xy]axis[0-9]*$/.test(k)).sort().map(k => ({
+    name: k, type: fl[k].type, title: ((fl[k].title || {}).text || '').trim(),
+    visible: fl[k].visible !== false, ticklabels: fl[k].showticklabels !== false,
+    rendered_title: !!d.querySelector('.g-' + k.replace('axis', '') + 'title text')}));
+  // Every piece of text drawn in the figure: titles, legend entries, annotations, tick labels.
+  // Legend entries: class legendtext, legend2text, ... (one legend per panel is allowed).
+  const entries = [...d.querySelectorAll('text')].filter(e => /^legend[0-9]*text$/.test(e.getAttribute('class')));
+  const sel = ['.g-gtitle text', '.infolayer [class^="g-"][class$="title"] text', 'text[class$="titletext"]',
+               '.annotation-text', '.textpoint text', '.xtick text', '.ytick text'];
+  const boxes = [...new Set(entries.concat(sel.flatMap(s => [...d.querySelectorAll(s)])))]
+    .map(e => ({text: e.textContent, r: e.getBoundingClientRect()}))
+    .filter(b => b.text.trim() && b.r.width > 0 && b.r.height > 0);
+  const overlaps = [];
+  for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+    const a = boxes[i].r, b = boxes[j].r;  // 1 px of slack: glyph boxes touch without clashing
+    if (a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1)
+      overlaps.push([boxes[i].text, boxes[j].text]);
+  }
+  const r = d.getBoundingClientRect();
   return {id: d.id, traces: finite.length, points: finite.reduce((a, b) => a + b, 0),
-          empty_traces: finite.filter(n => n === 0).length, drawn: d.querySelectorAll('.main-svg').length};
+          empty_traces: finite.filter(n => n === 0).length, drawn: d.querySelectorAll('.main-svg').length,
+          axes: axes, legend: entries.map(e => e.textContent),
+          text_points: d.querySelectorAll('.textpoint').length, overlaps: overlaps,
+          width: r.width, right: r.right};
 }))"""
+
+PAGE_SIZE = """JSON.stringify({width: window.innerWidth, height: document.documentElement.scrollHeight,
+  scroll_width: document.documentElement.scrollWidth})"""
+
+WIDTH = 1400  # the width the report is checked (and the docs' screenshots taken) at
 
 
 def find_chromium() -> str | None:
@@ -160,12 +188,15 @@ class Chromium:
         return [e["params"]["request"]["url"] for e in self.events
                 if e.get("sessionId") == session and e.get("method") == "Network.requestWillBeSent"]
 
-    def screenshot(self, session: str, path: str | os.PathLike, max_height: int | None = None) -> None:
-        """A PNG of the page from the top, all of it or its first ``max_height`` pixels."""
-        h = int(self.evaluate("document.documentElement.scrollHeight", session))
+    def screenshot(self, session: str, path: str | os.PathLike, max_height: int | None = None,
+                   scale: float = 1.0) -> None:
+        """A PNG of the page from the top, all of it or its first ``max_height`` pixels, as wide
+        as the window; ``scale`` < 1 shrinks it (a smaller file for the docs)."""
+        size = json.loads(self.evaluate(PAGE_SIZE, session))
         params = {"format": "png", "captureBeyondViewport": True,
-                  "clip": {"x": 0, "y": 0, "width": 1280, "height": min(h, max_height or h),
-                           "scale": 1}}
+                  "clip": {"x": 0, "y": 0, "width": size["width"],
+                           "height": min(size["height"], max_height or size["height"]),
+                           "scale": scale}}
         data = self.send("Page.captureScreenshot", params, session=session)["data"]
         Path(path).write_bytes(base64.b64decode(data))
 
@@ -194,21 +225,38 @@ class Chromium:
 
 
 def check_page(path: str | os.PathLike, screenshot: str | os.PathLike | None = None,
-               max_height: int | None = None) -> dict:
-    """Load a local HTML file; return its figures, errors and any non-local requests."""
+               max_height: int | None = None, width: int = WIDTH, scale: float = 1.0) -> dict:
+    """Load a local HTML file in a ``width``-pixel window; return its figures (traces, points,
+    axes with their titles and types, legend entries, overlapping text), the page size, console
+    errors and any non-local requests."""
     url = Path(path).resolve().as_uri()
     with Chromium() as browser:
-        s = browser.open(url)
+        s = browser.open(url, width=width)
         browser.drain(1.0)
-        figures = json.loads(browser.evaluate(CHECK_FIGURES, s))
+        # Plotly finishes some drawing (legends, auto-margins) after load: read the figures
+        # until two readings half a second apart agree, so a slow machine sees the final page.
+        figures, deadline = None, time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = json.loads(browser.evaluate(CHECK_FIGURES, s))
+            if now == figures:
+                break
+            figures = now
+            browser.drain(0.5)
+        page = json.loads(browser.evaluate(PAGE_SIZE, s))
         browser.drain(0.3)
         if screenshot:
-            browser.screenshot(s, screenshot, max_height)
+            browser.screenshot(s, screenshot, max_height, scale)
         remote = [u for u in browser.requests(s) if not u.startswith(("file:", "data:", "about:"))]
-        return {"figures": figures, "errors": browser.errors(s), "remote_requests": remote}
+        return {"figures": figures, "page": page, "errors": browser.errors(s),
+                "remote_requests": remote}
 
 
 if __name__ == "__main__":
-    result = check_page(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None,
-                        int(sys.argv[3]) if len(sys.argv) > 3 else None)
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help") or len(args) > 4:
+        print("usage: python tests/chromium.py REPORT.html [SHOT.png [MAX_HEIGHT_PX [SCALE]]]")
+        sys.exit(0 if args and args[0] in ("-h", "--help") else 2)
+    result = check_page(args[0], args[1] if len(args) > 1 else None,
+                        int(args[2]) if len(args) > 2 else None,
+                        scale=float(args[3]) if len(args) > 3 else 1.0)
     print(json.dumps(result, indent=2))
