@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -379,15 +378,17 @@ for key, changes, argv_extra, texts in [
         {**SWEEP_BASE, **changes})}, ["sweep", "sw.yaml", *argv_extra], texts))
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEM_LIMIT, MEM_LIMIT))
+# The child sets its own memory limit before importing clearsim: no ``preexec_fn``, which can
+# deadlock the forked child when the test process has threads (left by earlier tests).
+LIMITED = ("import resource, runpy, sys; "
+           f"resource.setrlimit(resource.RLIMIT_AS, ({MEM_LIMIT}, {MEM_LIMIT})); "
+           "sys.argv = ['clearsim', *sys.argv[1:]]; runpy.run_module('sim', run_name='__main__')")
 
 
 def run_cli(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "CLEARSIM_HOME": str(cwd / ".home"), "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "sim", *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT_S,
-                          preexec_fn=_limit_memory)
+    return subprocess.run([sys.executable, "-c", LIMITED, *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
 def _tree(folder: Path) -> set[str]:

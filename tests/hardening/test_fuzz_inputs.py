@@ -127,6 +127,65 @@ def test_broken_arrival_files_raise_user_error_or_load_sane(tmp_path, rows, coun
     assert np.all(tokens >= 1)
 
 
+RECORDED = REPO / "sim" / "calibration_data" / "cpu_runs" / "tiny-4L-h512_r1"
+REQUEST_KEYS = ["input_toks", "output_toks", "queued_ts", "first_token_ts", "last_token_ts",
+                "arrival_time", "scheduled_ts"]
+META_KEYS = ["engine_kwargs.max_num_seqs", "engine_kwargs.data_parallel_size",
+             "engine_kwargs.tensor_parallel_size", "kv_cache.num_gpu_blocks", "kv_cache.block_size",
+             "hardware.device_count", "started_at", "engine_kwargs", "kv_cache"]
+
+
+@FUZZ
+@given(req=st.dictionaries(st.tuples(st.integers(0, 4), st.sampled_from(REQUEST_KEYS)), junk,
+                           max_size=3),
+       meta=st.dictionaries(st.sampled_from(META_KEYS), junk, max_size=2),
+       ts=st.sampled_from(["keep", "drop", "t,running,waiting\n1,2,3\n", "t,running\nx,-1\n",
+                           "", "\x00\x01,\n\"", "t,kv_cache_pct\n1,250\n"]))
+def test_broken_recorded_runs_raise_user_error_or_load_sane(tmp_path, req, meta, ts):
+    """Recorded vLLM run folders (``calibrate``'s input) with junk in requests, meta, time series."""
+    import json
+    import shutil
+    import tempfile
+
+    from sim.recorded import MAX_TOKENS, read_recorded
+
+    d = Path(tempfile.mkdtemp(dir=tmp_path)) / "run"  # a fresh folder per example
+    shutil.copytree(RECORDED, d)
+    rows = [json.loads(line) for line in (d / "requests.jsonl").read_text().splitlines()]
+    for (i, key), value in req.items():
+        rows[i][key] = value
+    (d / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = json.loads((d / "meta.json").read_text())
+    for dotted, value in meta.items():
+        node = m
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {}) if isinstance(node.get(p, {}), dict) else {}
+        node[leaf] = value
+    (d / "meta.json").write_text(json.dumps(m))
+    if ts == "drop":
+        (d / "timeseries.csv").unlink()
+    elif ts != "keep":
+        (d / "timeseries.csv").write_text(ts)
+    try:
+        rec = read_recorded(d)
+    except UserError as exc:
+        _contract(exc)
+        assert str(d) in str(exc)
+        return
+    r = rec.requests
+    assert len(r) == len(rows)
+    assert (r["input_toks"] >= 0).all() and (r["output_toks"] >= 1).all()
+    assert (r[["input_toks", "output_toks"]] <= MAX_TOKENS).all().all()
+    assert (r["queued_ts"] <= r["first_token_ts"]).all() and (r["first_token_ts"] <= r["last_token_ts"]).all()
+    kw = rec.meta.get("engine_kwargs") or {}
+    assert all(kw.get(k) is None or 1 <= kw[k] <= 4096 for k in ("data_parallel_size",
+                                                                   "tensor_parallel_size"))
+    if rec.timeseries is not None:
+        num = rec.timeseries.select_dtypes("number")
+        assert np.isfinite(num.to_numpy(float)).all() and (num.to_numpy(float) >= 0).all()
+
+
 @pytest.mark.parametrize("argv", [["validate", "fuzz.yaml"], ["run", "fuzz.yaml"]])
 def test_cli_on_a_fuzzed_scenario_file(tmp_path, monkeypatch, capsys, argv):
     from sim.cli import main
