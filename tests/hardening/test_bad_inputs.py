@@ -178,7 +178,7 @@ for key, (fname, text) in ARRIVALS.items():
 
 
 # Recorded vLLM runs (`calibrate`): a shipped CPU recording with one file broken.
-RECORDED = REPO / "sim" / "calibration_data" / "cpu_runs" / "tiny-4L-h512_r1"
+RECORDED = REPO / "sim" / "calibration_data" / "cpu_runs" / "tiny-4L-h512_r1.5"
 
 
 def recorded(edit):
@@ -289,7 +289,7 @@ def _good(kind: str) -> Path:
             from sim.sweep import sweep
 
             sweep({"base": str(root / "s.yaml"), "grid": {"budget": [200, 300]}, "seeds": [0]},
-                  out=root / "sweep", report=False)
+                  out=root / "sweep", report=False, progress=False)
         _GOOD[kind] = root / kind
     return _GOOD[kind]
 

@@ -127,7 +127,7 @@ def test_broken_arrival_files_raise_user_error_or_load_sane(tmp_path, rows, coun
     assert np.all(tokens >= 1)
 
 
-RECORDED = REPO / "sim" / "calibration_data" / "cpu_runs" / "tiny-4L-h512_r1"
+RECORDED = REPO / "sim" / "calibration_data" / "cpu_runs" / "tiny-4L-h512_r1.5"
 REQUEST_KEYS = ["input_toks", "output_toks", "queued_ts", "first_token_ts", "last_token_ts",
                 "arrival_time", "scheduled_ts"]
 META_KEYS = ["engine_kwargs.max_num_seqs", "engine_kwargs.data_parallel_size",
