@@ -155,10 +155,12 @@ def replay(path: Path, n: int, *, time_scale: float, rate: float | None) -> tupl
 
 
 def _schedule_ok(v) -> str | None:
+    starts: list[float] = []
     try:
         ok = len(v) >= 1 and all(len(p) == 2 and float(p[1]) >= 0 for p in v)
-        starts = [float(p[0]) for p in v]
-    except (TypeError, ValueError):
+        if ok:
+            starts = [float(p[0]) for p in v]
+    except (TypeError, ValueError, IndexError, KeyError):
         ok = False
     if not ok or starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
         return "expected [[start_s, rate], ...] with start_s from 0 increasing and rates >= 0"

@@ -110,6 +110,9 @@ ROWS = [
      ["arrivals.rate"]),
     ("rate-1e-300", {"s.yaml": scenario(arrivals__rate=1e-300)}, ["run", "s.yaml"],
      ["arrivals.rate"]),
+    # found by the fuzz test: an empty pair used to raise IndexError
+    ("schedule-empty-pair", {"s.yaml": scenario(arrivals__process="piecewise", arrivals__schedule=[[]])},
+     ["run", "s.yaml"], ["arrivals.schedule"]),
     ("queries-1e12", {"s.yaml": scenario(arrivals__queries=10**12)}, ["run", "s.yaml"],
      ["arrivals.queries"]),
     ("queries-1e12-flag", {}, ["run", "default", "--queries", str(10**12)], ["arrivals.queries"]),
