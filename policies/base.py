@@ -111,13 +111,23 @@ class Policy(ABC):
     #: Policies tuned on a training split of the traces (``binned``) set this.
     needs_training: ClassVar[bool] = False
     #: The early-exit family (:mod:`policies.early_exit`) gives its stopping rule here
-    #: (a :class:`sim.early_exit.ExitRule`); the simulated server applies it to the probes of
+    #: (an :class:`ExitRule`); the simulated server applies it to the probes of
     #: each request as it decodes.  None: requests run to their cap or their end.
     exit_rule = None
 
     def on_finished(self, budgets: np.ndarray, tokens_generated: np.ndarray, now: float) -> None:
         """Requests finished at ``now`` with these caps and generated lengths (what a server
         sees when a request ends: its length, and whether it hit the cap; never correctness)."""
+
+
+@dataclass(frozen=True)
+class ExitRule:
+    """Stop after ``k`` consecutive agreeing probes (or, with ``certain``, ``k`` consecutive
+    probes flagged certain).  Declared here, with the policy interface, because a policy gives
+    it (:attr:`Policy.exit_rule`); :mod:`sim.early_exit` applies it while a request decodes."""
+
+    k: int
+    certain: bool = False
 
 
 REGISTRY: dict[str, type[Policy]] = {}

@@ -55,6 +55,15 @@ def _beta_clear(v) -> str | None:
     return "expected 'fitted', 'adaptive' or a number > 0"
 
 
+def gamma2_cdf(x: np.ndarray, beta: float) -> np.ndarray:
+    """CDF of Gamma(shape 2, rate beta) at x (0 for x <= 0): the score of
+    adaptive beta here, and the fitted curves greedy-marginal climbs."""
+    bx = beta * np.maximum(x, 0.0)
+    with np.errstate(invalid="ignore"):
+        out = 1.0 - np.exp(-bx) * (1.0 + bx)
+    return np.nan_to_num(out, nan=0.0)
+
+
 ADAPTIVE_FACTORS = tuple(2.0 ** (k / 2) for k in (0, -1, 1, -2, 2, -3, 3, -4, 4))
 
 
@@ -84,8 +93,6 @@ def clear_with_beta(tau: np.ndarray, budget: float, beta: float | str, fitted: f
     """Clear one market; ``beta`` a number, or 'adaptive' (module doc). Returns ClearResult."""
     if beta != "adaptive":
         return ClearMarket(tau, float(beta), b_max).allocate(budget, leftover)
-    from policies.greedy_marginal import gamma2_cdf
-
     best, best_score = None, -math.inf
     for f in ADAPTIVE_FACTORS:
         res = ClearMarket(tau, fitted * f, b_max).allocate(budget, leftover)

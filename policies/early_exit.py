@@ -15,10 +15,9 @@ its budget (``tokens_per_query`` says how many).
 
 from __future__ import annotations
 
-from policies.base import register
+from policies.base import ExitRule, register
 from policies.clear import Clear
 from policies.uniform import Uniform
-from sim.early_exit import ExitRule
 from sim.spec import Field, positive
 
 EXIT_PARAMS = {

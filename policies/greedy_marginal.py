@@ -17,18 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from policies.base import Allocation, Policy, QueryView, Timing, register
-from policies.clear import _beta
+from policies.clear import _beta, gamma2_cdf
 from policies.mckp import solve_mckp
 from policies.oracle import B_MAX, BATCH
 from sim.spec import Field, positive
-
-
-def gamma2_cdf(x: np.ndarray, beta: float) -> np.ndarray:
-    """CDF of Gamma(shape 2, rate beta) at x (0 for x <= 0)."""
-    bx = beta * np.maximum(x, 0.0)
-    with np.errstate(invalid="ignore"):
-        out = 1.0 - np.exp(-bx) * (1.0 + bx)
-    return np.nan_to_num(out, nan=0.0)
 
 
 @register

@@ -11,19 +11,12 @@ import importlib
 import sys
 
 from sim import __version__
-from sim.cli_args import non_negative_int, positive_float, positive_int
+from sim.cli_args import Parser, non_negative_int, positive_float, positive_int
 from sim.errors import UserError
 
 
 #: Modules that add their own subcommands: each has ``register(subparsers)``.
 COMMAND_MODULES = ["traces.cli", "sim.experiment_cli", "sim.calibrate_cli"]
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr and exit 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def cmd_run(args) -> int:

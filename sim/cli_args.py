@@ -1,9 +1,17 @@
 """argparse value types shared by every ``clearsim`` subcommand: a bad value becomes argparse's
-one-line usage error (exit 2) naming the option."""
+one-line usage error (exit 2) naming the option; :class:`Parser`, the parser class of every
+``clearsim`` (sub)command, makes any usage mistake that one line."""
 
 from __future__ import annotations
 
 import argparse
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _number(text: str, kind):

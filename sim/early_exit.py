@@ -34,18 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from policies.base import ExitRule  # noqa: F401  (declared with the policy interface)
 from sim.errors import UserError
 
 SEMANTICS = ("hard-cap", "forced-answer")
-
-
-@dataclass(frozen=True)
-class ExitRule:
-    """Stop after ``k`` consecutive agreeing probes (or, with ``certain``, ``k`` consecutive
-    probes flagged certain)."""
-
-    k: int
-    certain: bool = False
 
 
 @dataclass(frozen=True)

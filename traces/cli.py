@@ -97,7 +97,7 @@ TRACES_COMMAND_MODULES = ["traces.collect.cli", "traces.collect.record_cli"]
 
 
 def register(sub) -> None:
-    from sim.cli import Parser
+    from sim.cli_args import Parser
     from traces.api import DEFAULT_BUDGETS
     from traces.importers import FORMATS
     from traces.tau_models import DEFAULT_TEST, DEFAULT_TRAIN
