@@ -1,10 +1,14 @@
 """Atomic file writes: a reader (or a resumed sweep, or a crashed collection) never sees a
-half-written file.  Every output clearsim writes goes through :func:`write_atomic`."""
+half-written file.  Every output clearsim writes goes through :func:`write_atomic`, and
+:func:`terminate_raises` lets a SIGTERM run the cleanup of a folder being written."""
 
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -36,3 +40,23 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], *,
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, fsync: bool = False) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), fsync=fsync)
+
+
+@contextmanager
+def terminate_raises():
+    """Within the block, SIGTERM raises ``SystemExit(143)`` instead of ending the process at
+    once, so the ``except``/``finally`` cleanup of a half-written folder runs.  Only in the main
+    thread, and only when nobody installed their own SIGTERM handler."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

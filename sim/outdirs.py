@@ -4,7 +4,7 @@ default folder outside ``runs/`` / ``sweeps/``.
 
 Run folders are published by renaming a hidden ``.<name>.<random>.partial`` folder.  While it
 is written, SIGTERM (``kill``, a batch scheduler's time limit) removes it before the process
-ends (:func:`terminate_raises`); SIGKILL cannot be caught and leaves it behind, and the next
+ends (:func:`sim.files.terminate_raises`); SIGKILL cannot be caught and leaves it behind, and the next
 write into the same parent removes those older than :data:`STALE_S`.
 """
 
@@ -13,11 +13,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from sim.errors import UserError
@@ -89,23 +86,3 @@ def clean_stale(parent: Path, *, older_than_s: float = STALE_S) -> list[Path]:
         except OSError:
             pass
     return removed
-
-
-@contextmanager
-def terminate_raises():
-    """Within the block, SIGTERM raises ``SystemExit(143)`` instead of ending the process at
-    once, so the ``except``/``finally`` cleanup of a half-written folder runs.  Only in the main
-    thread, and only when nobody installed their own SIGTERM handler."""
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-
-    def _raise(signum, frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)

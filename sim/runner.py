@@ -31,7 +31,8 @@ from sim.allocation import DecisionClock, Decisions, allocation_process, decide_
 from sim.early_exit import ExitLog, record_exits
 from sim.engine import EngineConfig, Recorder, Replica, Router, sample_timeseries
 from sim.errors import UserError
-from sim.outdirs import check_out_dir, partial_dir, safe_name, terminate_raises
+from sim.files import terminate_raises
+from sim.outdirs import check_out_dir, partial_dir, safe_name
 from sim.spec import safe_load
 from sim.metrics import summarise
 from sim.scenario import load_scenario, resolve_scenario_path

@@ -41,7 +41,7 @@ import numpy as np
 
 from sim.errors import UserError
 from sim.files import write_text_atomic
-from sim.outdirs import terminate_raises
+from sim.files import terminate_raises
 from traces.collect.endpoint import parse_endpoint, sse_chunks
 from traces.collect.timing import (
     SCHEMA_VERSION,
