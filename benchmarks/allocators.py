@@ -46,8 +46,8 @@ ALPHA = 1.5
 
 def predicted_taus(n: int, seed: int = 0):
     """(workload, trace set) for ``n`` arrivals of the default scenario (only taus are used)."""
-    from sim.runner import load_traces, resolve
-    from sim.workload import build_workload
+    from sim.experiments.runner import load_traces, resolve
+    from sim.core.workload import build_workload
 
     sc = resolve("default", seed=seed)
     ts = load_traces(sc)

@@ -5,7 +5,7 @@
 
 Each case runs in its own subprocess (so ``peak_rss_mb`` is that case's own peak resident set,
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the child, imports included) and prints one JSON
-line: ``queries_per_second`` of :func:`sim.runner.simulate` (everything included: workload,
+line: ``queries_per_second`` of :func:`sim.experiments.runner.simulate` (everything included: workload,
 allocation, the engine, metrics, the queries table), ``baseline_queries_per_second`` of a lean
 SimPy M/M/1 loop of the same size in the same process just after (one source process, one server
 process, one timeout per arrival and per service), and ``ratio`` = pipeline wall / baseline wall.
@@ -46,8 +46,8 @@ REASONING_SRC = ROOT.parent / "shared" / "data" / "generations" / f"{REASONING_S
 
 def scenario(workload: str, policy: str, replicas: int, load: float, n: int, seed: int = 0) -> dict:
     """The resolved scenario of one case."""
-    from sim.presets import presets
-    from sim.runner import resolve
+    from sim.core.presets import presets
+    from sim.experiments.runner import resolve
 
     seqs = 256
     over = {"engine.replicas": replicas, "engine.max_num_seqs": seqs}
@@ -108,7 +108,7 @@ def lean_mm1(n: int, load: float, seed: int = 0) -> float:
 
 def run_case(workload: str, policy: str, replicas: int, load: float, n: int) -> dict:
     """One case, in this process: pipeline then baseline."""
-    from sim.runner import simulate
+    from sim.experiments.runner import simulate
 
     sc = scenario(workload, policy, replicas, load, n)
     t0 = time.perf_counter()

@@ -7,12 +7,12 @@ Two parts, one JSON line per case, every figure a ratio against a baseline timed
 process just before or after (the machine is shared: absolute times move, ratios much less):
 
 * ``"part": "allocation"``: the policy alone, driven through the decision groups of a default
-  workload as :func:`sim.allocation.decide_ahead` would (feedback policies get no completions
+  workload as :func:`sim.core.allocation.decide_ahead` would (feedback policies get no completions
   here: their cost per decision is the same), in microseconds per arrival; ``ratio_to_uniform``
   against ``uniform`` on the same arrivals.  For ``clear-posted`` also ``old_us_per_arrival``,
   the pre-issue-11 way on the same arrivals (a fresh ClearMarket over the history per arrival,
   ``tests/policies/reference_market.py``), and ``speedup`` = old / new.
-* ``"part": "run"``: :func:`sim.runner.simulate` end to end (workload, decisions, engine,
+* ``"part": "run"``: :func:`sim.experiments.runner.simulate` end to end (workload, decisions, engine,
   metrics), ``queries_per_second``, against the lean SimPy M/M/1 loop of
   ``benchmarks/engine.py`` on the same number of queries (``ratio`` = run wall / baseline wall),
   for 1 and 16 replicas at nominal load 0.3 and 0.95 (the engine benchmark's definition).
@@ -50,9 +50,9 @@ RUN_POLICIES = ("uniform", "clear", "clear-windowed", "clear-posted", "binned")
 
 
 def _policy(name: str, sc: dict, wl, ts):
-    """The policy as sim.runner builds it for this scenario and workload."""
+    """The policy as sim.experiments.runner builds it for this scenario and workload."""
     from policies.base import REGISTRY, RunContext
-    from sim.runner import policy_context
+    from sim.experiments.runner import policy_context
     from traces.curves import PAPER_BETA, fit_beta
 
     cls = REGISTRY[name]
@@ -64,8 +64,8 @@ def _policy(name: str, sc: dict, wl, ts):
 
 
 def _workload(n: int, policies):
-    from sim.runner import load_traces, resolve
-    from sim.workload import build_workload
+    from sim.experiments.runner import load_traces, resolve
+    from sim.core.workload import build_workload
 
     sc = resolve("default", policies=",".join(policies), queries=n)
     ts = load_traces(sc)
@@ -77,7 +77,7 @@ def _workload(n: int, policies):
 
 def allocation_seconds(policy, wl, target: float) -> float:
     """Wall seconds of the policy's decisions over every group of the workload."""
-    from sim.allocation import decision_groups
+    from sim.core.allocation import decision_groups
 
     groups = decision_groups(policy.timing, wl.arrival_s)
     t0 = time.perf_counter()
@@ -139,7 +139,7 @@ def _prefix(wl, m: int):
 
 
 def run_case(policy: str, replicas: int, load: float, n: int) -> dict:
-    from sim.runner import simulate
+    from sim.experiments.runner import simulate
 
     eng = _engine_bench()
     lean_mm1 = eng.lean_mm1

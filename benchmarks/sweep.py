@@ -30,7 +30,7 @@ def sweep_spec(cells: int, queries: int) -> dict:
 
 
 def timed(spec: dict, out: Path, executor) -> tuple[float, object]:
-    from sim.sweep import sweep
+    from sim.experiments.sweep import sweep
 
     t0 = time.perf_counter()
     res = sweep(spec, out=out, executor=executor, progress=False, report=False)
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from sim.executors import DaskExecutor, parse_executor
+    from sim.experiments.executors import DaskExecutor, parse_executor
 
     spec = sweep_spec(args.cells, args.queries)
     n = args.workers
@@ -59,7 +59,7 @@ def main() -> None:
             t, dask = timed(spec, tmp / f"dask{r}", f"dask-local:{n}")
             best["dask"] = min(best["dask"], t)
             with DaskExecutor(parse_executor(f"dask-local:{n}")) as ex:
-                ex.client.run(lambda: __import__("sim.sweep"))  # workers import clearsim first
+                ex.client.run(lambda: __import__("sim.experiments.sweep"))  # workers import clearsim first
                 t, warm = timed(spec, tmp / f"warm{r}", ex)
             best["warm"] = min(best["warm"], t)
             t, proc = timed(spec, tmp / f"proc{r}", f"processes:{n}")

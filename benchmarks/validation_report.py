@@ -16,13 +16,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "validation"))
 
 # No KV size is typed in any more: a run that does not record it has it inferred from its own
-# time series (sim/kv_infer.py).
+# time series (sim/experiments/kv_infer.py).
 KV_FROM_SIBLING: dict[str, int] = {}
 CPU_RUNS = Path(__file__).resolve().parents[1] / "sim" / "calibration_data" / "cpu_runs"
 
 
 def calibration(root: Path) -> str:
-    from sim.calibrate import calibrate, compare, cross_check, initial_fit, load_run
+    from sim.experiments.calibrate import calibrate, compare, cross_check, initial_fit, load_run
 
     out = ["| run | flags | c0 ms | c1 us/tok | c2 us/seq | TTFT mean / p50 / p90 | TPOT mean / p50 / p90 "
            "| E2E mean / p50 / p90 | stage-1 only: E2E p50, TPOT mean | target |",
@@ -64,7 +64,7 @@ def out_of_sample_pairs(root: Path) -> list[tuple[list[Path], list[Path]]]:
 
 
 def out_of_sample_table(root: Path, max_evals: int = 120) -> str:
-    from sim.calibrate import out_of_sample
+    from sim.experiments.calibrate import out_of_sample
 
     out = ["| fit on | check on | KV of the check run | fitted c0 ms / c1 us / c2 us / overhead ms "
            "| TTFT mean / p50 | TPOT mean / p50 | E2E mean / p50 / p90 | target (E2E p50, TPOT mean) |",

@@ -13,7 +13,7 @@ A policy is a small object with two things:
   query (0 = abandon) whose sum never exceeds the budget.
 
 New policies subclass :class:`Policy`, declare their parameters in ``PARAMS`` (checked by
-:mod:`sim.spec`) and register with :func:`register`, after which scenarios select them by name.
+:mod:`sim.foundation.spec`) and register with :func:`register`, after which scenarios select them by name.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from sim.spec import Field
+from sim.foundation.spec import Field
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class Policy(ABC):
 class ExitRule:
     """Stop after ``k`` consecutive agreeing probes (or, with ``certain``, ``k`` consecutive
     probes flagged certain).  Declared here, with the policy interface, because a policy gives
-    it (:attr:`Policy.exit_rule`); :mod:`sim.early_exit` applies it while a request decodes."""
+    it (:attr:`Policy.exit_rule`); :mod:`sim.core.early_exit` applies it while a request decodes."""
 
     k: int
     certain: bool = False

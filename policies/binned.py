@@ -35,7 +35,7 @@ from policies.base import Allocation, Policy, QueryView, Timing, register
 from policies.clear_market import spread_evenly
 from policies.mckp import solve_mckp
 from policies.oracle import B_MAX
-from sim.spec import Field, positive
+from sim.foundation.spec import Field, positive
 
 
 @register

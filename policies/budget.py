@@ -5,7 +5,7 @@ the engine can decode at a full running batch: ``rate = u * replicas * M / step_
 M = ``max_num_seqs`` (a decode-only step, prompts and KV growth ignored, so it is the
 throughput's upper end).  The mean tokens per query follow as ``rate / arrival rate`` (the
 arrival rate measured on the run's own arrivals).  Window and batch decisions then get the
-token rate times the time elapsed since the previous decision (:mod:`sim.allocation`), so a
+token rate times the time elapsed since the previous decision (:mod:`sim.core.allocation`), so a
 burst of arrivals gets fewer tokens each: the price reflects load.  ``clear-posted`` banks the
 rate times the clock instead of the target times the arrivals.
 """

@@ -39,7 +39,7 @@ import numpy as np
 
 from policies.base import Allocation, Policy, QueryView, Timing, register
 from policies.clear_market import ClearMarket
-from sim.spec import Field, non_negative, positive
+from sim.foundation.spec import Field, non_negative, positive
 
 
 def _beta(v) -> str | None:

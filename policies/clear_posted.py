@@ -39,7 +39,7 @@ from policies.base import Allocation, Policy, QueryView, Timing, register
 from policies.clear import CLEAR_PARAMS, _beta
 from policies.oracle import B_MAX
 from policies.sliding_market import SlidingMarket
-from sim.spec import Field, positive
+from sim.foundation.spec import Field, positive
 
 
 @register

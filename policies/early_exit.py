@@ -6,7 +6,7 @@
 
 The policy decides caps from what a server knows before generation (as its base policy does)
 and declares the rule (:attr:`exit_rule`); it never sees a probe.  The rule is applied by the
-simulated server while the request decodes (:mod:`sim.early_exit`): stop after ``k``
+simulated server while the request decodes (:mod:`sim.core.early_exit`): stop after ``k``
 consecutive forced answers agreed (and, with ``certain``, after ``k`` consecutive ones flagged
 certain), paying each forced answer's tokens.  A stopped request frees its slot and KV at once,
 so caps become ceilings that most requests never reach: the family spends fewer tokens than
@@ -18,7 +18,7 @@ from __future__ import annotations
 from policies.base import ExitRule, register
 from policies.clear import Clear
 from policies.uniform import Uniform
-from sim.spec import Field, positive
+from sim.foundation.spec import Field, positive
 
 EXIT_PARAMS = {
     "k": Field((int,), 3, "stop after k consecutive forced answers agreed (Dynasor's "

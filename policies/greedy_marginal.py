@@ -20,7 +20,7 @@ from policies.base import Allocation, Policy, QueryView, Timing, register
 from policies.clear import _beta, gamma2_cdf
 from policies.mckp import solve_mckp
 from policies.oracle import B_MAX, BATCH
-from sim.spec import Field, positive
+from sim.foundation.spec import Field, positive
 
 
 @register

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from policies.base import Allocation, Policy, QueryView, Timing, register
 from policies.mckp import solve_mckp
-from sim.spec import Field, positive
+from sim.foundation.spec import Field, positive
 
 BATCH = Field((int,), None, "queries per allocation batch; null = the whole run",
               check=positive, nullable=True)

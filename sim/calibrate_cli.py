@@ -1,57 +1,20 @@
-"""``clearsim calibrate RUN_DIR`` and ``clearsim calibrate --fit RUN... --check RUN...``: thin
-layers over :func:`sim.calibrate.calibrate` and :func:`sim.calibrate.out_of_sample`."""
+"""Deprecated alias: ``sim.calibrate_cli`` moved to :mod:`sim.experiments.calibrate_cli` (docs/architecture.md).
 
-from __future__ import annotations
+This path keeps working for one release: it *is* the new module (same object, so patches,
+isinstance checks and old pickles resolve), with one DeprecationWarning on first import.
+"""
+# clearsim-deprecated-alias: written by relayout.py; delete in the release after next
 
-import json
+import importlib as _importlib
+import sys as _sys
 
-from sim.cli_args import positive_int
-from sim.errors import UserError
-from sim.recorded import LIMITS_HELP
+if __name__ == "__main__":              # python -m sim.calibrate_cli
+    import runpy as _runpy
 
+    _runpy.run_module("sim.experiments.calibrate_cli", run_name="__main__", alter_sys=True)
+else:
+    import warnings as _warnings
 
-def cmd_calibrate(args) -> int:
-    from sim.calibrate import calibrate, format_out_of_sample, format_report, out_of_sample
-
-    if args.fit or args.check:
-        if args.run_dir is not None or args.kv_blocks is not None:
-            raise UserError("RUN_DIR and --kv-blocks go with a single-run calibration; with "
-                            "--fit/--check give the runs to those options only", field="--fit")
-        res = out_of_sample(args.fit or [], args.check or [], max_evals=args.max_evals)
-        print(json.dumps(res, indent=2, sort_keys=True) if args.json else format_out_of_sample(res))
-        return 0
-    if args.run_dir is None:
-        raise UserError("give a RUN_DIR, or --fit RUN... --check RUN...", field="RUN_DIR")
-    res = calibrate(args.run_dir, kv_blocks=args.kv_blocks, max_evals=args.max_evals)
-    print(json.dumps(res, indent=2, sort_keys=True) if args.json else format_report(res))
-    return 0
-
-
-def register(sub) -> None:
-    p = sub.add_parser(
-        "calibrate", help="fit the step-time model to recorded vLLM runs and compare latencies",
-        description="Replay a recorded vLLM run (requests.jsonl + timeseries.csv + meta.json, the "
-        "layout of shared/data/serving/vllm_runs/* and of `clearsim traces record-serving`) "
-        "through the engine with the run's flags (max_num_seqs, max_num_batched_tokens, "
-        "data-parallel replicas, KV blocks: recorded, else inferred from the run), fit the linear "
-        "step model c0 + c1 prefill tokens + c2 decoding sequences, and print simulated vs real "
-        "TTFT, TPOT and E2E (mean, median, p90) with the error of each and the coefficients. "
-        "With --fit and --check: fit on some runs, report the errors on others (out of sample).",
-        epilog="Every run folder is checked first (sim/recorded.py): a broken requests.jsonl, "
-        "meta.json or timeseries.csv is one error line naming the file, line and field. "
-        + LIMITS_HELP)
-    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", default=None,
-                   help="folder of the recorded run (in-sample calibration)")
-    p.add_argument("--fit", nargs="+", metavar="RUN", default=None,
-                   help="runs to fit one step model on, together (out-of-sample mode)")
-    p.add_argument("--check", nargs="+", metavar="RUN", default=None,
-                   help="runs to replay with that model and report errors on; none may be a "
-                   "--fit run")
-    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
-    p.add_argument("--kv-blocks", type=positive_int, default=None, metavar="N",
-                   help="KV cache blocks to simulate when meta.json does not record them "
-                   "(default: inferred from the run's time series, unlimited if it never ran "
-                   "out of KV)")
-    p.add_argument("--max-evals", type=positive_int, default=160, metavar="N",
-                   help="replays the fit may use (default 160)")
-    p.set_defaults(func=cmd_calibrate)
+    _warnings.warn("old import path sim.calibrate_cli: import sim.experiments.calibrate_cli instead "
+                   "(the old path goes in the next release)", DeprecationWarning, stacklevel=2)
+    _sys.modules[__name__] = _importlib.import_module("sim.experiments.calibrate_cli")

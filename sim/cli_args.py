@@ -1,56 +1,20 @@
-"""argparse value types shared by every ``clearsim`` subcommand: a bad value becomes argparse's
-one-line usage error (exit 2) naming the option; :class:`Parser`, the parser class of every
-``clearsim`` (sub)command, makes any usage mistake that one line."""
+"""Deprecated alias: ``sim.cli_args`` moved to :mod:`sim.foundation.cli_args` (docs/architecture.md).
 
-from __future__ import annotations
+This path keeps working for one release: it *is* the new module (same object, so patches,
+isinstance checks and old pickles resolve), with one DeprecationWarning on first import.
+"""
+# clearsim-deprecated-alias: written by relayout.py; delete in the release after next
 
-import argparse
+import importlib as _importlib
+import sys as _sys
 
+if __name__ == "__main__":              # python -m sim.cli_args
+    import runpy as _runpy
 
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr and exit 2."""
+    _runpy.run_module("sim.foundation.cli_args", run_name="__main__", alter_sys=True)
+else:
+    import warnings as _warnings
 
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
-def _number(text: str, kind):
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-
-
-def positive_int(text: str) -> int:
-    v = _number(text, int)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return v
-
-
-def positive_float(text: str) -> float:
-    v = _number(text, float)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return v
-
-
-def non_negative_int(text: str) -> int:
-    v = _number(text, int)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return v
-
-
-def comma_list(kind):
-    """``"128,256,512"`` -> ``[128, 256, 512]`` (``kind`` converts each item)."""
-    def conv(text: str):
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated list")
-        try:
-            return [kind(t) for t in items]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers") from None
-    return conv
+    _warnings.warn("old import path sim.cli_args: import sim.foundation.cli_args instead "
+                   "(the old path goes in the next release)", DeprecationWarning, stacklevel=2)
+    _sys.modules[__name__] = _importlib.import_module("sim.foundation.cli_args")

@@ -1,26 +1,20 @@
-"""One exception type for every mistake a user can make in their input.
+"""Deprecated alias: ``sim.errors`` moved to :mod:`sim.foundation.errors` (docs/architecture.md).
 
-The CLI turns a :class:`UserError` into a single line on stderr and exit code 2, with no
-traceback; Python callers get the same message as an exception they can catch.
+This path keeps working for one release: it *is* the new module (same object, so patches,
+isinstance checks and old pickles resolve), with one DeprecationWarning on first import.
 """
+# clearsim-deprecated-alias: written by relayout.py; delete in the release after next
 
+import importlib as _importlib
+import sys as _sys
 
-class UserError(Exception):
-    """Bad input: a file, a field or a value the user must fix.
+if __name__ == "__main__":              # python -m sim.errors
+    import runpy as _runpy
 
-    ``where`` names the file (and line, when known), ``field`` the offending field and the
-    message says what is allowed.  ``str(err)`` is the one-line message the CLI prints.
-    """
+    _runpy.run_module("sim.foundation.errors", run_name="__main__", alter_sys=True)
+else:
+    import warnings as _warnings
 
-    def __init__(self, message: str, *, where: str | None = None, field: str | None = None):
-        self.message = message
-        self.where = where
-        self.field = field
-        parts = []
-        if where:
-            parts.append(str(where))
-        if field:
-            parts.append(f"field '{field}'")
-        prefix = ": ".join(parts)
-        text = f"{prefix}: {message}" if prefix else message
-        super().__init__(" ".join(text.split()))
+    _warnings.warn("old import path sim.errors: import sim.foundation.errors instead "
+                   "(the old path goes in the next release)", DeprecationWarning, stacklevel=2)
+    _sys.modules[__name__] = _importlib.import_module("sim.foundation.errors")

@@ -26,7 +26,7 @@ def make_traces(queries: list[list[tuple[int, bool]]], name: str = "hand", promp
 def cli_error(capsys, argv: list[str], *expected: str) -> str:
     """Run ``clearsim ARGV`` in-process; it must fail as bad input does: exit 2, one line on
     stderr, no traceback, holding every ``expected`` text.  Returns that line."""
-    from sim.cli import main
+    from sim.experiments.cli import main
 
     code = main(argv)
     err = capsys.readouterr().err

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from sim.arrivals import daily, gamma, make_arrivals, piecewise, poisson, replay
-from sim.errors import UserError
-from sim.scenario import load_scenario
+from sim.core.arrivals import daily, gamma, make_arrivals, piecewise, poisson, replay
+from sim.foundation.errors import UserError
+from sim.experiments.scenario import load_scenario
 
 
 def _rng(seed=0):
@@ -101,7 +101,7 @@ def test_replay_reads_mooncake_jsonl_in_milliseconds(tmp_path):
 
 def test_embedded_arrival_traces_equal_a_fresh_build(shared_data, tmp_path):
     import pandas as pd
-    from sim.arrival_data import SOURCES, build, data_dir
+    from sim.core.arrival_data import SOURCES, build, data_dir
     build(shared_data / "arrivals", tmp_path)
     for alias in SOURCES:
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"{alias}.parquet"),
@@ -140,7 +140,7 @@ def test_bad_arrival_sections_name_the_field(tmp_path, arrivals, field):
 
 
 def test_replayed_prompts_reach_the_engine(tmp_path):
-    from sim.runner import simulate
+    from sim.experiments.runner import simulate
 
     trace = _azure_csv(tmp_path)
     path = _scenario(tmp_path, {"process": "replay", "trace": str(trace), "queries": 6,

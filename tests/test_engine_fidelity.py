@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.metrics import goodput, stats_ms, weighted_stats_ms
-from sim.stepmodels import LinearStepModel, TableStepModel, solve_steps
+from sim.core.metrics import goodput, stats_ms, weighted_stats_ms
+from sim.core.stepmodels import LinearStepModel, TableStepModel, solve_steps
 
 
 def test_linear_stretch_sums_to_the_step_by_step_total():
@@ -32,13 +32,13 @@ def test_table_step_model_interpolates_and_reads_csv(tmp_path):
     assert m.decode_stretch(256, 0) == (pytest.approx(0.012), 0.0)
     bad = tmp_path / "bad.csv"
     bad.write_text("tokens,ms\n1,2\n")
-    from sim.errors import UserError
+    from sim.foundation.errors import UserError
     with pytest.raises(UserError, match="tokens, step_ms"):
         TableStepModel.from_csv(bad)
 
 
 def test_shipped_table_preset_runs():
-    from sim.runner import simulate
+    from sim.experiments.runner import simulate
 
     res = simulate("default", queries=200, policies="uniform",
                    overrides={"engine.preset": "llama-3.1-8b-h100-eager-table"})
@@ -65,7 +65,7 @@ def test_goodput_counts_requests_meeting_every_limit():
 
 
 def test_run_writes_timeseries_and_vllm_bench_metrics(tmp_path):
-    from sim.runner import run
+    from sim.experiments.runner import run
 
     res = run("default", out=tmp_path / "r", queries=300, policies="uniform,clear-windowed",
               overrides={"slo": {"ttft_ms": 500.0, "tpot_ms": None, "e2el_ms": None},
@@ -90,8 +90,8 @@ def test_run_writes_timeseries_and_vllm_bench_metrics(tmp_path):
 
 
 def test_bad_engine_flags_are_user_errors(tmp_path):
-    from sim.errors import UserError
-    from sim.runner import simulate
+    from sim.foundation.errors import UserError
+    from sim.experiments.runner import simulate
 
     with pytest.raises(UserError, match="max_num_batched_tokens"):
         simulate("default", queries=10, overrides={"engine.max_num_batched_tokens": 64})
@@ -105,7 +105,7 @@ RUN = "RTXPRO6000_Llama-3.1-8B_tp1"
 
 def test_calibrate_reproduces_a_real_vllm_run(shared_data):
     """The published target: median E2E and mean TPOT within 15% (fit budget kept small)."""
-    from sim.calibrate import calibrate
+    from sim.experiments.calibrate import calibrate
 
     res = calibrate(shared_data / "serving" / "vllm_runs" / RUN, max_evals=40)
     assert res["target"]["within_15pct"], res["target"]
@@ -115,7 +115,7 @@ def test_calibrate_reproduces_a_real_vllm_run(shared_data):
 
 
 def test_calibrate_cli_json_and_errors(shared_data, capsys, tmp_path):
-    from sim.cli import main
+    from sim.experiments.cli import main
 
     assert main(["calibrate", str(shared_data / "serving" / "vllm_runs" / RUN), "--json",
                  "--max-evals", "5"]) == 0
@@ -128,8 +128,8 @@ def test_calibrate_cli_json_and_errors(shared_data, capsys, tmp_path):
 def test_replay_of_a_kv_bound_run_preempts_like_vllm(shared_data):
     """The RTX 4090 run is KV-bound (2,588 blocks): the replay must hold at most that many
     blocks, preempt, and keep about as many requests running as vLLM did (mean ~32)."""
-    from sim.calibrate import engine_for, load_run, replay
-    from sim.stepmodels import LinearStepModel
+    from sim.experiments.calibrate import engine_for, load_run, replay
+    from sim.core.stepmodels import LinearStepModel
 
     run = load_run(shared_data / "serving" / "vllm_runs" / "RTX4090_Llama-3.1-8B_tp1")
     assert run.flags["kv_blocks"] == 2588

@@ -5,9 +5,9 @@ every policy timing, at high load, with 16 replicas, and at reasoning lengths wi
 import numpy as np
 import pytest
 
-from sim.engine import EngineConfig, LinearStepModel
-from sim.presets import presets, step_model
-from sim.runner import engine_config, resolve, simulate
+from sim.core.engine import EngineConfig, LinearStepModel
+from sim.core.presets import presets, step_model
+from sim.experiments.runner import engine_config, resolve, simulate
 from tests.test_engine import reference, run_engine
 
 
@@ -84,7 +84,7 @@ def test_run_ahead_gives_the_simpy_process_bytes_and_exact_kv_counts(kv_blocks, 
     keeps as counts of base mod block_size equal the per-decoder sum at every sample."""
     import simpy
 
-    from sim.engine import Recorder, Replica
+    from sim.core.engine import Recorder, Replica
 
     rng = np.random.default_rng(5)
     n = 300
@@ -122,7 +122,7 @@ def test_kv_counts_equal_the_per_decoder_sum():
     several offsets, on a replica stopped mid-run."""
     import simpy
 
-    from sim.engine import Recorder, Replica
+    from sim.core.engine import Recorder, Replica
 
     rng = np.random.default_rng(2)
     n = 80

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 from traces.embed import PROVENANCE, REASONING, build_embedded
 from traces.importers import import_generations
 from traces.registry import embedded_dir, list_trace_sets, load_trace_set

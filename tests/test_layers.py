@@ -26,22 +26,7 @@ LAYERS = {  # bottom first: a module may import its own layer and the layers bef
 }
 #: modules outside those packages: the root package (imports nothing) and ``python -m sim``
 EXACT = {"sim": "foundation", "sim.__main__": "experiments"}
-#: until relayout.py has moved the modules: where each one goes (its package and layer)
-PLACE = {
-    **{f"sim.{m}": f"sim.foundation.{m}" for m in ("errors", "files", "spec", "cli_args",
-                                                    "progress")},
-    **{f"sim.{m}": f"sim.core.{m}" for m in (
-        "engine", "stepmodels", "presets", "arrivals", "arrival_data", "workload", "allocation",
-        "metrics", "early_exit")},
-    **{f"sim.{m}": f"sim.experiments.{m}" for m in (
-        "runner", "scenario", "outdirs", "sweep", "executors", "plan", "report", "cli",
-        "experiment_cli", "calibrate", "calibrate_cli", "kv_infer", "vllm_bench",
-        "folders", "recorded")},
-    "policies.studies": "sim.experiments.policy_studies",
-    "policies.reasoning_study": "sim.experiments.reasoning_study",
-    "traces.collect.estimate": "sim.experiments.collect_estimate",
-    "traces.collect.grading": "traces.grading",
-}
+PLACE: dict[str, str] = {}  # every module sits in its layer's package
 # --- end layers ---
 ORDER = list(LAYERS)
 

@@ -1,4 +1,4 @@
-"""Progress (sim/progress.py): periodic lines off a terminal, a tqdm bar on one, warnings that
+"""Progress (sim/foundation/progress.py): periodic lines off a terminal, a tqdm bar on one, warnings that
 never land inside the bar, on sweeps, plans and from worker processes."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import warnings
 import pytest
 import yaml
 
-import sim.sweep
-from sim.cli import main
-from sim.progress import ProgressOptions, progress_bar
-from sim.sweep import sweep
+import sim.experiments.sweep
+from sim.experiments.cli import main
+from sim.foundation.progress import ProgressOptions, progress_bar
+from sim.experiments.sweep import sweep
 
 LINE = re.compile(r"^sweep p: (\d+)/(\d+) tasks \((\d+)%\)(, [\d.]+ tasks/s)?, elapsed "
                   r"\d\d:\d\d(, ETA (\d\d:\d\d|\?))?$")
@@ -127,13 +127,13 @@ def warning_task(task):
     return REAL_RUN_TASK(task)
 
 
-REAL_RUN_TASK = sim.sweep.run_task
+REAL_RUN_TASK = sim.experiments.sweep.run_task
 
 
 def test_a_warning_in_a_cell_never_lands_inside_the_bar(tmp_path, monkeypatch):
     term = Terminal()
     monkeypatch.setattr("sys.stderr", term)  # where Python prints warnings, and the bar
-    monkeypatch.setattr(sim.sweep, "run_task", warning_task)
+    monkeypatch.setattr(sim.experiments.sweep, "run_task", warning_task)
     # A console log handler like the ones Dask's `distributed` loggers have.
     log = logging.getLogger("distributed.progress-test")
     handler = logging.StreamHandler(term)
@@ -161,7 +161,7 @@ def test_a_warning_in_a_cell_never_lands_inside_the_bar(tmp_path, monkeypatch):
 
 def test_warnings_from_worker_processes_come_back_and_are_shown_once(tmp_path, monkeypatch):
     out = io.StringIO()
-    monkeypatch.setattr(sim.sweep, "run_task", warning_task)  # forked workers inherit it
+    monkeypatch.setattr(sim.experiments.sweep, "run_task", warning_task)  # forked workers inherit it
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         sweep(small_sweep(tmp_path), out=tmp_path / "out", report=False, executor="processes:2",
@@ -180,7 +180,7 @@ def test_max_points_bounds_every_bisection():
     """The total shown for a plan never falls short of the runs its search makes."""
     import numpy as np
 
-    from sim.plan import Point, _search, max_points
+    from sim.experiments.plan import Point, _search, max_points
 
     rng = np.random.default_rng(7)
     for _ in range(400):
@@ -203,7 +203,7 @@ def test_max_points_bounds_every_bisection():
 
 
 def test_a_plan_shows_progress_in_runs(tmp_path):
-    from sim.plan import plan
+    from sim.experiments.plan import plan
 
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({

@@ -12,9 +12,9 @@ import urllib.request
 import pytest
 import yaml
 
-from sim.cli import main
-from sim.progress import ProgressOptions
-from sim.sweep import sweep
+from sim.experiments.cli import main
+from sim.foundation.progress import ProgressOptions
+from sim.experiments.sweep import sweep
 
 distributed = pytest.importorskip("distributed")
 

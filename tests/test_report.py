@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from chromium import WIDTH, check_page, find_chromium
-from sim.cli import main
-from sim.report import is_geometric, run_figures, sweep_figures, time_series
-from sim.runner import simulate
-from sim.sweep import sweep
+from sim.experiments.cli import main
+from sim.experiments.report import is_geometric, run_figures, sweep_figures, time_series
+from sim.experiments.runner import simulate
+from sim.experiments.sweep import sweep
 
 RUN_FIGURES = {"fig-pareto", "fig-accuracy-budget", "fig-latency-cdf", "fig-over-time",
                "fig-by-dataset"}

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.runner import run, simulate
+from sim.experiments.runner import run, simulate
 
 SUMMARY_KEYS = {"policy", "n_queries", "accuracy", "expected_accuracy", "tokens_generated",
                 "tokens_allocated", "tokens_per_query", "abandon_rate", "e2el_ms", "ttft_ms",
@@ -79,7 +79,7 @@ def test_waiting_for_a_window_counts_as_latency(default_run):
     sc = default_run.scenario
     w = next(p["window_s"] for p in sc["policies"] if p["name"] == "clear-windowed")
     q = default_run.queries[default_run.queries["policy"] == "clear-windowed"]
-    # the grid boundary, except the last window: the stream's end closes it (sim/allocation.py)
+    # the grid boundary, except the last window: the stream's end closes it (sim/core/allocation.py)
     expected = np.minimum((np.floor(q["arrival_s"] / w) + 1) * w, q["arrival_s"].max())
     np.testing.assert_allclose(q["decision_s"], expected)
     served = q[~q["abandoned"]]

@@ -17,10 +17,10 @@ from helpers import cli_error
 import yaml
 from scipy import stats
 
-from sim.cli import main
-from sim.errors import UserError
-from sim.report import report
-from sim.sweep import aggregate, load_sweep, sweep
+from sim.experiments.cli import main
+from sim.foundation.errors import UserError
+from sim.experiments.report import report
+from sim.experiments.sweep import aggregate, load_sweep, sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -169,7 +169,7 @@ def test_bad_sweep_input_is_one_line_exit_2_and_touches_nothing(tmp_path, capsys
 
 
 def test_shipped_sweeps_and_plan_load():
-    from sim.plan import load_plan
+    from sim.experiments.plan import load_plan
 
     sw = load_sweep("paper-sweep")
     assert len(sw.cells) == 4 * 6 and len(sw.seeds) == 3
@@ -208,7 +208,7 @@ def test_plan_finds_the_fewest_replicas_and_prints_its_table(tmp_path, capsys):
     for word in ("policy", "replicas", "accuracy", "p99 e2e s", "tokens/q", "GPU-h/1k q",
                  "$/1k q @2/h", "uniform"):
         assert word in out, out
-    from sim.plan import plan
+    from sim.experiments.plan import plan
 
     res = plan(str(plan_file))
     row = res.rows[0]
@@ -217,7 +217,7 @@ def test_plan_finds_the_fewest_replicas_and_prints_its_table(tmp_path, capsys):
     assert f"{row.point.gpu_hours_per_1k * 5:,.4f}" in res.table()
     assert row.met and row.point.p99_e2e_s <= 3.0
     # Minimal: one replica fewer misses the latency limit (checked with a direct run).
-    from sim.runner import simulate
+    from sim.experiments.runner import simulate
 
     if row.point.replicas > 1:
         r = simulate("default", budget=200, policies="uniform", overrides={
@@ -250,8 +250,8 @@ def test_bad_plan_input_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_plan_finds_the_highest_rate_within_its_tolerance(tmp_path):
-    from sim.plan import plan
-    from sim.runner import simulate
+    from sim.experiments.plan import plan
+    from sim.experiments.runner import simulate
 
     path = tmp_path / "rate.yaml"
     path.write_text(yaml.safe_dump({

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.runner import run
-from sim.vllm_bench import bench_result, recorded_frame
+from sim.experiments.runner import run
+from sim.experiments.vllm_bench import bench_result, recorded_frame
 
 # Names as vllm/benchmarks/serve.py (vLLM 0.32) writes them into its result JSON.
 INT_KEYS = {"completed", "total_input_tokens", "total_output_tokens"}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.errors import UserError
-from sim.files import write_atomic, write_text_atomic
+from sim.foundation.errors import UserError
+from sim.foundation.files import write_atomic, write_text_atomic
 from traces.curves import accuracy_grid, fit_beta, solve_rate, true_tau
 from traces.fit import BETA_METHODS, fit_beta_mle, fit_curves, fit_error
 from traces.importers import FORMATS, import_generations, import_qwen_harness, load_tokenizer

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from sim.cli_args import comma_list, non_negative_int, positive_float, positive_int
+from sim.foundation.cli_args import comma_list, non_negative_int, positive_float, positive_int
 
 
 def cmd_traces_list(args) -> int:
@@ -97,7 +97,7 @@ TRACES_COMMAND_MODULES = ["traces.collect.cli", "traces.collect.record_cli"]
 
 
 def register(sub) -> None:
-    from sim.cli_args import Parser
+    from sim.foundation.cli_args import Parser
     from traces.api import DEFAULT_BUDGETS
     from traces.importers import FORMATS
     from traces.tau_models import DEFAULT_TEST, DEFAULT_TRAIN

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 from traces.schema import TraceSet
 
 #: Budget semantics (scenario field ``traces.semantics``): what a run stopped at b answers.

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sim.progress import progress_bar, say
+from sim.foundation.progress import progress_bar, say
 from traces.importers import import_generations
 from traces.registry import embedded_dir
 
@@ -114,7 +114,7 @@ def build_embedded(generations_dir: str | Path, out_dir: str | Path | None = Non
 
     Reasoning sets also read their probes from ``governor_dir`` (default
     ``generations_dir/../raw/governor``), one grading cache serving all of them.  ``progress``
-    counts the sets imported, as in :func:`sim.sweep.sweep` (:mod:`sim.progress`).
+    counts the sets imported, as in :func:`sim.experiments.sweep.sweep` (:mod:`sim.foundation.progress`).
     """
     generations_dir = Path(generations_dir)
     governor_dir = Path(governor_dir) if governor_dir else generations_dir.parent / "raw" / "governor"

@@ -1,7 +1,7 @@
 """Importers: turn recorded generations into a :class:`~traces.schema.TraceSet`.
 
 Each importer validates every line before anything is built, so a bad file raises one
-:class:`~sim.errors.UserError` naming the file, line and field, and nothing is imported half-way.
+:class:`~sim.foundation.errors.UserError` naming the file, line and field, and nothing is imported half-way.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 from traces.schema import TraceSet
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 
 POOLS = ("easy", "medium", "hard")
 #: tau edges (tokens) between easy / medium / hard.

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.spec import Field, non_negative
+from sim.foundation.spec import Field, non_negative
 from traces.curves import true_tau
 from traces.schema import TraceSet
 

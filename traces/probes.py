@@ -7,7 +7,7 @@ and a targets file (query_id, target: the reference answer).  This module turns 
 probe arrays of :class:`~traces.schema.TraceSet`; the answer *text* is graded and classed here
 and then dropped: only numbers enter the set.
 
-Grading uses the project's own grader (:class:`traces.collect.grading.MathGrader`, math-verify)
+Grading uses the project's own grader (:class:`traces.grading.MathGrader`, math-verify)
 and is cached per distinct (reference, answer) pair, i.e. per (query, answer) string, so the
 ~540,000 probes need only ~40,000 gradings (fewer when one cache serves several models).
 
@@ -32,7 +32,7 @@ and is cached per distinct (reference, answer) pair, i.e. per (query, answer) st
 
 Broken files (a probe whose query/seed is not a run of the generations file, a query without
 a target, a reference math-verify cannot parse, a malformed row) raise one
-:class:`~sim.errors.UserError` naming the file and row.
+:class:`~sim.foundation.errors.UserError` naming the file and row.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 
 PROBE_COLUMNS = ("query_id", "seed", "token_position", "probe_answer", "is_certain",
                  "probe_out_tokens")
@@ -66,7 +66,7 @@ class ProbeGrader:
 
     def __init__(self, grader=None) -> None:
         if grader is None:
-            from traces.collect.grading import MathGrader  # math-verify: imported only here
+            from traces.grading import MathGrader  # math-verify: imported only here
 
             grader = MathGrader()
         self.grader = grader

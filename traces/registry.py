@@ -12,7 +12,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 from traces.schema import TraceSet
 
 

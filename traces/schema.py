@@ -30,8 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sim.errors import UserError
-from sim.files import write_atomic
+from sim.foundation.errors import UserError
+from sim.foundation.files import write_atomic
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"clearsim"

@@ -1,10 +1,20 @@
-"""``python -m sim.arrival_data ARRIVALS_DIR [OUT_DIR]``: rebuild the embedded arrival traces."""
+"""Deprecated alias: ``sim.arrival_data.__main__`` moved to :mod:`sim.core.arrival_data.__main__` (docs/architecture.md).
 
-import sys
+This path keeps working for one release: it *is* the new module (same object, so patches,
+isinstance checks and old pickles resolve), with one DeprecationWarning on first import.
+"""
+# clearsim-deprecated-alias: written by relayout.py; delete in the release after next
 
-from sim.arrival_data import build
+import importlib as _importlib
+import sys as _sys
 
-if len(sys.argv) < 2:
-    sys.exit("usage: python -m sim.arrival_data PATH/TO/shared/data/arrivals [OUT_DIR]")
-for path in build(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None):
-    print(path)
+if __name__ == "__main__":              # python -m sim.arrival_data.__main__
+    import runpy as _runpy
+
+    _runpy.run_module("sim.core.arrival_data.__main__", run_name="__main__", alter_sys=True)
+else:
+    import warnings as _warnings
+
+    _warnings.warn("old import path sim.arrival_data.__main__: import sim.core.arrival_data.__main__ instead "
+                   "(the old path goes in the next release)", DeprecationWarning, stacklevel=2)
+    _sys.modules[__name__] = _importlib.import_module("sim.core.arrival_data.__main__")

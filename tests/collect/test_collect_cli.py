@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 from traces.collect import collect
 from traces.collect.cli import OPTIONS, register
 from traces.registry import user_dir
@@ -90,7 +90,7 @@ def test_problems_option_is_required():
 def test_importing_the_collector_pulls_no_gpu_or_optional_package():
     code = (
         "import sys, traces.collect, traces.collect.cli, traces.collect.collector, "
-        "traces.collect.endpoint, traces.collect.vllm_backend, traces.collect.grading, "
+        "traces.collect.endpoint, traces.collect.vllm_backend, traces.grading, "
         "traces.collect.grading_report, traces.collect.problems;"
         "from traces.collect import collect;"
         "heavy = {'vllm', 'torch', 'math_verify', 'datasets', 'transformers'};"

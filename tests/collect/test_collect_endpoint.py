@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from collect_fakes import FAKE_VERSION, FakeOpenAIServer, ServerControl
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 from traces.collect import collect
 from traces.collect.endpoint import parse_endpoint
 from traces.collect.prompting import query_seed

@@ -8,8 +8,8 @@ import types
 
 import pytest
 
-from sim.errors import UserError
-from traces.collect.grading import (
+from sim.foundation.errors import UserError
+from traces.grading import (
     ANSWER_CHARS,
     extract_math_answer,
     extract_numeric_answer,

@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 from traces.collect.problems import load_problems
 
 EXPECTED = {"gsm8k": 1319, "math500": 500, "aime24": 30, "amc23": 40}

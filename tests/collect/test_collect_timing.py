@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 from traces.collect.checkpoint import Checkpoint
 from traces.collect.timing import MetricsSampler, parse_prometheus_text, snapshot_from
 from traces.collect.vllm_backend import timing_from_metrics
@@ -146,7 +146,7 @@ def test_corrupt_checkpoint_lines_are_refused(tmp_path):
 
 # ------------------------------------------------------------------ estimate
 def test_estimate_matches_the_step_model_in_closed_form():
-    from traces.collect.estimate import chunk_seconds
+    from sim.experiments.collect_estimate import chunk_seconds
 
     c = dict(c0=7051.8, c1=19.538, c2=25.432, max_num_seqs=256, max_num_batched_tokens=4096)
     prompts, lengths = np.full(256, 10), np.full(256, 100)

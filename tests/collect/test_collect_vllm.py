@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from collect_fakes import FAKE_VERSION, fake_generation, write_addition_problems
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 from traces.collect import collect
 from traces.collect.prompting import DEFAULT_SYSTEM, query_seed
 from traces.registry import load_trace_set, user_dir

@@ -84,8 +84,8 @@ def test_record_against_a_server_writes_what_calibrate_reads(tmp_path, capsys):
     import json
 
     from collect_fakes import FakeOpenAIServer, ServerControl
-    from sim.calibrate import load_run
-    from sim.cli import main
+    from sim.experiments.calibrate import load_run
+    from sim.experiments.cli import main
 
     with FakeOpenAIServer(ServerControl(delay=0.02)) as server:
         assert main(["traces", "record-serving", "--endpoint", server.url, "--rates", "20,40",
@@ -125,7 +125,7 @@ def test_pin_engine_cpus_keeps_the_caller_off_the_engine_cores(tmp_path):
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two CPUs")
     cpus = sorted(os.sched_getaffinity(0))
-    code = ("import os, sys; from sim.errors import UserError\n"
+    code = ("import os, sys; from sim.foundation.errors import UserError\n"
             "from traces.collect.vllm_server import pin_engine_cpus\n"
             f"rest = pin_engine_cpus([{cpus[0]}])\n"
             "assert sorted(os.sched_getaffinity(0)) == rest, rest\n"

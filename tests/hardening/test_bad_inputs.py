@@ -285,11 +285,11 @@ def _good(kind: str) -> Path:
         atexit.register(shutil.rmtree, root, True)
         (root / "s.yaml").write_text(scenario())
         if kind == "run":
-            from sim.runner import run
+            from sim.experiments.runner import run
 
             run(str(root / "s.yaml"), out=root / "run", report=False)
         else:
-            from sim.sweep import sweep
+            from sim.experiments.sweep import sweep
 
             sweep({"base": str(root / "s.yaml"), "grid": {"budget": [200, 300]}, "seeds": [0]},
                   out=root / "sweep", report=False, progress=False)
@@ -415,7 +415,7 @@ def test_bad_input_contract(tmp_path, monkeypatch, capsys, name, files, argv, ex
         proc = run_cli(argv, tmp_path)
         code, err = proc.returncode, proc.stderr
     else:
-        from sim.cli import main
+        from sim.experiments.cli import main
 
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("CLEARSIM_HOME", str(tmp_path / ".home"))
@@ -436,9 +436,9 @@ def test_bad_input_contract(tmp_path, monkeypatch, capsys, name, files, argv, ex
                                              ("..", "run"), ("a" * 300, "a" * 100),
                                              ("ok_name-1.2", "ok_name-1.2")])
 def test_default_folders_stay_under_runs_and_sweeps(name, expected):
-    from sim.outdirs import safe_name
-    from sim.runner import default_out_dir
-    from sim.sweep import default_sweep_dir
+    from sim.experiments.outdirs import safe_name
+    from sim.experiments.runner import default_out_dir
+    from sim.experiments.sweep import default_sweep_dir
 
     assert safe_name(name) == expected
     run_dir, sweep_dir = default_out_dir(name), default_sweep_dir(name)
@@ -450,7 +450,7 @@ def test_default_folders_stay_under_runs_and_sweeps(name, expected):
 def test_stale_partial_folders_of_killed_runs_are_removed(tmp_path):
     import time
 
-    from sim.outdirs import clean_stale, partial_dir
+    from sim.experiments.outdirs import clean_stale, partial_dir
 
     old = tmp_path / ".r-1.abc.partial"
     old.mkdir()

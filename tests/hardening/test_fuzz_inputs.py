@@ -18,9 +18,9 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 from helpers import make_traces  # noqa: E402
 
-from sim.arrivals import read_trace  # noqa: E402
-from sim.errors import UserError  # noqa: E402
-from sim.scenario import validate_scenario  # noqa: E402
+from sim.core.arrivals import read_trace  # noqa: E402
+from sim.foundation.errors import UserError  # noqa: E402
+from sim.experiments.scenario import validate_scenario  # noqa: E402
 from traces.schema import TraceSet  # noqa: E402
 
 FUZZ = settings(max_examples=30, deadline=None,
@@ -147,7 +147,7 @@ def test_broken_recorded_runs_raise_user_error_or_load_sane(tmp_path, req, meta,
     import shutil
     import tempfile
 
-    from sim.recorded import MAX_TOKENS, read_recorded
+    from sim.experiments.recorded import MAX_TOKENS, read_recorded
 
     d = Path(tempfile.mkdtemp(dir=tmp_path)) / "run"  # a fresh folder per example
     shutil.copytree(RECORDED, d)
@@ -188,7 +188,7 @@ def test_broken_recorded_runs_raise_user_error_or_load_sane(tmp_path, req, meta,
 
 @pytest.mark.parametrize("argv", [["validate", "fuzz.yaml"], ["run", "fuzz.yaml"]])
 def test_cli_on_a_fuzzed_scenario_file(tmp_path, monkeypatch, capsys, argv):
-    from sim.cli import main
+    from sim.experiments.cli import main
 
     (tmp_path / "fuzz.yaml").write_text("budget: .nan\narrivals: {queries: 1e400}\n"
                                         "traces: {sets: [x]}\npolicies: [uniform]\n")

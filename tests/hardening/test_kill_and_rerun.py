@@ -78,12 +78,12 @@ def _descendants(pid: int) -> set[int]:
 # after queries.parquet and summary.json, inside the hidden .partial folder).
 BLOCKING_RUN = textwrap.dedent("""
     import sys, time
-    import sim.vllm_bench as vb
+    import sim.experiments.vllm_bench as vb
     def blocked(queries):
         print("WRITING", flush=True)
         time.sleep(600)
     vb.bench_by_policy = blocked
-    from sim.cli import main
+    from sim.experiments.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
 
@@ -115,7 +115,7 @@ def test_sigterm_while_writing_a_run_leaves_no_partial_folder(tmp_path):
 
 @pytest.mark.skipif(sys.platform != "linux", reason="/proc and signals as on Linux")
 def test_sigkilled_run_leaves_a_partial_that_the_next_run_removes(tmp_path):
-    from sim.outdirs import STALE_S
+    from sim.experiments.outdirs import STALE_S
 
     out = tmp_path / "runs" / "r1"
     proc = _start_blocking_run(tmp_path, out)
@@ -167,7 +167,7 @@ def test_killed_processes_sweep_leaves_no_workers(tmp_path, sig):
 def test_saved_scenario_reruns_identically_from_another_folder(tmp_path, monkeypatch, capsys):
     """Relative trace-set and arrival-trace paths: the saved scenario.yaml holds them absolute,
     so a rerun from elsewhere reads the same files and writes the same bytes."""
-    from sim.cli import main
+    from sim.experiments.cli import main
 
     proj = tmp_path / "proj"
     (proj / "data").mkdir(parents=True)

@@ -26,9 +26,9 @@ SMALL = {"name": "small", "seed": 0, "budget": 250,
 
 
 def test_failing_cell_is_reported_and_the_others_kept(tmp_path, monkeypatch, capsys):
-    import sim.sweep as sweep_mod
+    import sim.experiments.sweep as sweep_mod
     from helpers import cli_error
-    from sim.errors import UserError
+    from sim.foundation.errors import UserError
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CLEARSIM_HOME", str(tmp_path / ".home"))
@@ -54,7 +54,7 @@ def test_failing_cell_is_reported_and_the_others_kept(tmp_path, monkeypatch, cap
 
 
 def test_task_failure_travels_back_from_a_worker():
-    from sim.sweep import TaskFailure
+    from sim.experiments.sweep import TaskFailure
 
     f = TaskFailure("cell 1: field 'x': bad")
     assert pickle.loads(pickle.dumps(f)) == f

@@ -10,7 +10,7 @@ import yaml
 
 from helpers import cli_error, make_traces
 from probed import probed_traces
-from sim.cli import main
+from sim.experiments.cli import main
 
 
 def _scenario(tmp_path, traces_path, policies, **extra):

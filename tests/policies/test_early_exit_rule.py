@@ -1,4 +1,4 @@
-"""The Dynasor-style exit rule on hand-built probe sequences (sim.early_exit.outcomes):
+"""The Dynasor-style exit rule on hand-built probe sequences (sim.core.early_exit.outcomes):
 where it exits, what the run costs (probe answer tokens included) and what it answers, and that
 the decision is causal (probes after the exit point never change it)."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sim.early_exit import ExitRule, Probes, outcomes
+from sim.core.early_exit import ExitRule, Probes, outcomes
 
 
 def probes(runs):

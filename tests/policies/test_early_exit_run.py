@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from policies.base import REGISTRY, RunContext
-from sim.early_exit import ExitRule, Probes, expected_accuracy, outcomes
-from sim.engine import EngineConfig
-from sim.runner import simulate_policy
-from sim.spec import check
-from sim.stepmodels import LinearStepModel
-from sim.workload import Workload
+from sim.core.early_exit import ExitRule, Probes, expected_accuracy, outcomes
+from sim.core.engine import EngineConfig
+from sim.experiments.runner import simulate_policy
+from sim.foundation.spec import check
+from sim.core.stepmodels import LinearStepModel
+from sim.core.workload import Workload
 from probed import probed_traces
 
 C0, C2 = 0.010, 0.001  # 10 ms per step, 1 ms per decoding sequence; no prefill cost

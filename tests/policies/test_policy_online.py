@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from policies.base import REGISTRY, RunContext, Timing
-from sim.allocation import decision_groups
-from sim.errors import UserError
-from sim.runner import policy_context, simulate
-from sim.scenario import load_scenario
+from sim.core.allocation import decision_groups
+from sim.foundation.errors import UserError
+from sim.experiments.runner import policy_context, simulate
+from sim.experiments.scenario import load_scenario
 
 ALL_POLICIES = [
     "uniform", "clear", {"name": "clear", "label": "clear-adaptive", "beta": "adaptive"},
@@ -151,7 +151,7 @@ def test_budget_as_a_token_rate():
     """budget_utilisation u: tokens/s = u x replicas x M / step(0, M); windows get that rate
     times the time since the previous decision."""
     from policies.budget import decode_throughput
-    from sim.runner import engine_config
+    from sim.experiments.runner import engine_config
 
     sc = _scenario([{"name": "clear-windowed", "window_s": 5}], budget_utilisation=0.5)
     res = simulate(sc)

@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from policies.base import REGISTRY
-from sim.runner import load_traces, resolve, simulate
+from sim.experiments.runner import load_traces, resolve, simulate
 
 LLAMA = ["meta-llama-3.1-8b-instruct_gaokao2023en_greedy",
          "meta-llama-3.1-8b-instruct_minerva_math_greedy",

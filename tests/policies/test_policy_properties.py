@@ -44,7 +44,7 @@ def _setup(queries, budget_per_query=150.0, tau_noise=None):
 
 
 def _policy(name, ctx, **params):
-    from sim.spec import check
+    from sim.foundation.spec import check
 
     cls = REGISTRY[name]
     return cls(check(params, cls.PARAMS, where=None), ctx)

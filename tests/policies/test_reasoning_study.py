@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies.reasoning_study import POLICIES, SEMANTICS, k_sweep, study_rows
+from sim.experiments.reasoning_study import POLICIES, SEMANTICS, k_sweep, study_rows
 from probed import probed_traces
 
 

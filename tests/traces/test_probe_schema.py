@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 from traces.schema import PROBE_FIELDS, TraceSet
 
 

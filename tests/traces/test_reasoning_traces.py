@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from helpers import cli_error
-from sim.errors import UserError
-from sim.runner import resolve, simulate, validate
+from sim.foundation.errors import UserError
+from sim.experiments.runner import resolve, simulate, validate
 from traces.curves import SEMANTICS, accuracy_at, accuracy_grid, forced_probe, true_tau
 from traces.embed import REASONING, build_embedded
 from traces.importers import import_generations
@@ -221,7 +221,7 @@ def test_fresh_import_equals_the_shipped_set(shared_data, tmp_path):
 
 
 def test_grading_cache_gives_the_graders_own_verdicts(shared_data):
-    from traces.collect.grading import MathGrader
+    from traces.grading import MathGrader
     from traces.probes import ProbeGrader, read_targets
 
     refs = {q: t for q, (_, t) in read_targets(shared_data / "raw/governor/targets.csv").items()}
@@ -317,7 +317,7 @@ def test_malformed_probe_rows_name_file_row_and_field(tmp_path, row, field):
 
 
 def test_cli_import_with_probes_and_its_errors(tmp_path, capsys, monkeypatch):
-    from sim.cli import main
+    from sim.experiments.cli import main
 
     monkeypatch.setenv("CLEARSIM_HOME", str(tmp_path / "home"))
     gen, pr, tg = _write_case(tmp_path, GOOD, TARGETS)

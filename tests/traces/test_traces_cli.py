@@ -5,7 +5,7 @@ import json
 import pytest
 from helpers import cli_error
 
-from sim.cli import build_parser, main
+from sim.experiments.cli import build_parser, main
 from traces.embed import PROVENANCE
 from traces.registry import load_trace_set
 

@@ -106,14 +106,14 @@ def test_synth_follows_the_fitted_curves_and_is_deterministic(tmp_path):
 
 
 def test_a_run_can_draw_outcomes_from_the_fitted_curves():
-    from sim.runner import resolve, simulate
+    from sim.experiments.runner import resolve, simulate
 
     sc = resolve("paper-balanced", queries=200, policies="uniform,clear")
     sc["traces"]["outcomes"] = "fitted"
     sc["predictor"] = {"kind": "oracle", "sigma": 0.0, "train": None, "ridge": 1.0}
     res = simulate(sc)
     q = res.queries
-    from sim.runner import load_traces
+    from sim.experiments.runner import load_traces
 
     ts = load_traces(sc)
     fit = fit_curves(ts)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 from traces.api import import_traces
 from traces.importers import import_qwen_harness, load_tokenizer
 from traces.registry import load_trace_set, user_dir

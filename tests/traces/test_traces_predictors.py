@@ -4,9 +4,9 @@ out-of-distribution report, and how a scenario uses them."""
 import numpy as np
 import pytest
 
-from sim.errors import UserError
-from sim.runner import load_traces, resolve, simulate
-from sim.workload import build_workload
+from sim.foundation.errors import UserError
+from sim.experiments.runner import load_traces, resolve, simulate
+from sim.core.workload import build_workload
 from traces.predictors import predict_tau
 from traces.schema import TraceSet
 from traces.tau_models import DEFAULT_TEST, DEFAULT_TRAIN, LearnedModel, PriorModel, evaluate
@@ -114,7 +114,7 @@ def test_policies_see_predictions_in_a_learned_scenario():
 def test_unknown_training_set_names_the_field(tmp_path):
     import yaml
 
-    from sim.scenario import resolve_scenario_path
+    from sim.experiments.scenario import resolve_scenario_path
 
     raw = yaml.safe_load(resolve_scenario_path("paper-balanced").read_text())
     raw["predictor"]["train"] = ["no-such-set"]

@@ -5,10 +5,10 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from sim.errors import UserError
-from sim.runner import load_traces, resolve, simulate
-from sim.scenario import load_scenario, resolve_scenario_path
-from sim.workload import build_workload
+from sim.foundation.errors import UserError
+from sim.experiments.runner import load_traces, resolve, simulate
+from sim.experiments.scenario import load_scenario, resolve_scenario_path
+from sim.core.workload import build_workload
 from traces.curves import true_tau
 from traces.pools import POOLS, STREAMS, draw_stream, pool_of, stream_counts
 

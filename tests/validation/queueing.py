@@ -10,7 +10,7 @@ import numpy as np
 import simpy
 from scipy import stats
 
-from sim.engine import (
+from sim.core.engine import (
     EngineConfig,
     LinearStepModel,
     Recorder,

@@ -38,7 +38,7 @@ from queueing import (
     run_queue,
 )
 
-from sim.engine import sample_timeseries
+from sim.core.engine import sample_timeseries
 
 C0 = 0.01  # seconds per step
 MEAN_TOKENS = 100  # E[g]: mean service = 1 s

@@ -43,7 +43,7 @@ def _check_timing_files(session: Path, rows: int, n: int):
 
 def test_endpoint_backend_against_the_real_server_then_import(vllm_server, tmp_path,
                                                               clearsim_home, capsys):
-    from sim.cli import main
+    from sim.experiments.cli import main
     from traces.collect import collect
     from traces.schema import TraceSet
 
@@ -98,7 +98,7 @@ def test_kill_then_resume_against_the_real_server(vllm_server, tmp_path):
 def test_record_serving_then_calibrate(vllm_server, tmp_path):
     """The load generator against the real server: pinned lengths, the server's KV size, and
     a folder that `clearsim calibrate` reads and fits."""
-    from sim.calibrate import calibrate, load_run
+    from sim.experiments.calibrate import calibrate, load_run
     from traces.collect.loadgen import poisson_schedule, record_serving
 
     (d,) = record_serving(tmp_path / "runs", endpoint=vllm_server.url, rates=[4.0], requests=16,

@@ -5,7 +5,7 @@ One module per job:
 
 * :mod:`~traces.collect.problems`: the named problem sets and custom JSONL files;
 * :mod:`~traces.collect.prompting`: the conversation and the per-query seeds;
-* :mod:`~traces.collect.grading`: answer extraction and comparison (math-verify, numeric, hooks);
+* :mod:`~traces.grading`: answer extraction and comparison (math-verify, numeric, hooks);
   :mod:`~traces.collect.grading_report` documents its accuracy;
 * :mod:`~traces.collect.vllm_backend` (vLLM on this GPU) and :mod:`~traces.collect.endpoint`
   (an OpenAI-compatible server), behind :mod:`~traces.collect.backend`;

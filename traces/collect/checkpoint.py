@@ -19,8 +19,8 @@ import os
 import shutil
 from pathlib import Path
 
-from sim.errors import UserError
-from sim.files import write_text_atomic
+from sim.foundation.errors import UserError
+from sim.foundation.files import write_text_atomic
 
 STATE = "state.json"
 QUERIES = "queries.jsonl"

@@ -2,7 +2,7 @@
 
 ``register(traces_subparsers)`` adds the subcommand to the ``clearsim traces`` group; the parser's
 ``func`` maps the options one to one onto :func:`~traces.collect.collect`'s keyword arguments
-and returns the exit code.  A :class:`~sim.errors.UserError` propagates to the main CLI, which
+and returns the exit code.  A :class:`~sim.foundation.errors.UserError` propagates to the main CLI, which
 prints its one line and exits 2.
 """
 

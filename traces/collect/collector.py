@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sim.errors import UserError
-from sim.files import write_text_atomic
+from sim.foundation.errors import UserError
+from sim.foundation.files import write_text_atomic
 from traces.collect.backend import GenRequest, GenResult
 from traces.collect.checkpoint import Checkpoint
-from traces.collect.grading import Grader, make_grader, short
+from traces.grading import Grader, make_grader, short
 from traces.collect.problems import Problem, load_problems
 from traces.collect.prompting import DEFAULT_SYSTEM, build_messages, query_seed
 from traces.collect.timing import MetricsSampler, ServingRun, utc_now

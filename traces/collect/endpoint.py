@@ -48,7 +48,7 @@ import urllib.request
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Callable, Iterator
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 from traces.collect.backend import (
     FINISH_REASONS,
     GenRequest,

@@ -9,7 +9,7 @@ problem is graded three ways with that set's default grader:
   which must grade **correct**: this exercises answer extraction on real worked text;
 * its **reference answer** written as ``\\boxed{answer}``, which must grade **correct**: this
   exercises the comparison alone;
-* a **perturbed answer** (:func:`traces.collect.grading.perturb`: first integer + 1), which must
+* a **perturbed answer** (:func:`traces.grading.perturb`: first integer + 1), which must
   grade **wrong**.
 
 Misses are listed by query id only: no problem text or answer is ever written out.
@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sim.errors import UserError
-from traces.collect.grading import make_grader, perturb
+from sim.foundation.errors import UserError
+from traces.grading import make_grader, perturb
 from traces.collect.problems import KNOWN_SETS, load_problems
 
 COMMAND = "python -m traces.collect.grading_report ../shared/data/problems --out docs/grading.md"

@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.errors import UserError
-from sim.files import write_text_atomic
-from sim.files import terminate_raises
+from sim.foundation.errors import UserError
+from sim.foundation.files import write_text_atomic
+from sim.foundation.files import terminate_raises
 from traces.collect.endpoint import parse_endpoint, sse_chunks
 from traces.collect.timing import (
     SCHEMA_VERSION,

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 
 PROBLEMS_DIR_ENV = "CLEARSIM_PROBLEMS_DIR"
 

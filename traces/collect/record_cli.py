@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sim.cli_args import comma_list, positive_float, positive_int
+from sim.foundation.cli_args import comma_list, positive_float, positive_int
 
 
 def _range(text: str) -> tuple[int, int]:

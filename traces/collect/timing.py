@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
-from sim.files import write_text_atomic
+from sim.foundation.files import write_text_atomic
 from traces.collect.backend import RequestTiming
 
 SCHEMA_VERSION = 1

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"

@@ -36,7 +36,7 @@ import subprocess
 from pathlib import Path
 from typing import Iterator
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 from traces.collect.backend import (
     FINISH_REASONS,
     GenRequest,

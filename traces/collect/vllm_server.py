@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from sim.errors import UserError
+from sim.foundation.errors import UserError
 from traces.collect.tiny_model import check_model_dir
 
 LOOPBACK = "127.0.0.1"

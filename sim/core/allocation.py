@@ -1,0 +1,201 @@
+"""Allocation timing: when each arrival gets its budget, and the SimPy process that does it.
+
+The policy's :class:`~policies.base.Timing` splits the arrival stream into decision groups:
+
+* ``immediate``: each query alone, at its arrival.
+* ``window``: queries arriving in ``[k W, (k+1) W)`` are decided together at ``(k+1) W``;
+  with ``every_k`` a window also closes at its k-th arrival (decided then), and with
+  ``window_s`` None only every k arrivals close a group (the last, partial group at its last
+  arrival).
+* ``batch``: every ``batch_size`` consecutive arrivals (``None``: all of them) are decided at
+  the arrival of the group's last query.
+
+**The stream's end closes the open window.**  A window closes at its grid boundary, except
+the last one: it closes at the run's last arrival.  A server does not know when a live stream
+ends, but a finite run (a job of N queries, or a stream that is drained) does: once the last
+query has arrived nothing can join the window, and waiting for the grid boundary would only add
+latency (a 1,000 s window would otherwise hold a 12 s run for 1,000 s).  Every earlier window
+ends before a later arrival, so only the last group's decision time changes.  With a token-rate
+budget this also ends the run's allowance at the last arrival, as ``per_query_budget`` assumes.
+
+At its decision time a group's budget is the target mean tokens per query times its size (or,
+when the scenario gives the budget as a token rate, that rate times the time elapsed since the
+previous decision, for window and batch timings: bursts then get fewer tokens per query); the
+policy sees a :class:`~policies.base.QueryView` of the group and returns caps.  Queries with a
+cap of 0 are abandoned there (no generation); the others are dispatched to the replicas.  The
+time a query spends waiting for its decision is latency, like any queueing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from policies.base import Policy, Timing
+from sim.core.engine import Recorder
+from sim.core.workload import Workload
+
+
+def decision_groups(timing: Timing, arrival_s: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """(decision time, arrival indices) in time order."""
+    n = len(arrival_s)
+    if n == 0:
+        return []
+    if timing.kind == "immediate":
+        return [(float(t), np.array([i])) for i, t in enumerate(arrival_s)]
+    if timing.kind == "window" and timing.every_k is not None:
+        return _window_or_k_groups(timing.window_s, timing.every_k, arrival_s)
+    if timing.kind == "window":
+        w = timing.window_s
+        k = np.floor(arrival_s / w).astype(np.int64)
+        cuts = np.flatnonzero(np.diff(k)) + 1
+        end = float(arrival_s[-1])  # the stream's end closes the open window (module doc)
+        return [(min(float((k[g[0]] + 1) * w), end), g) for g in np.split(np.arange(n), cuts)]
+    if timing.kind == "batch":
+        size = timing.batch_size or n
+        groups = [np.arange(s, min(s + size, n)) for s in range(0, n, size)]
+        return [(float(arrival_s[g[-1]]), g) for g in groups]
+    raise ValueError(f"unknown timing {timing.kind!r}")
+
+
+def _window_or_k_groups(w: float | None, k: int, arrival_s: np.ndarray):
+    """Windows on the W grid, each also closed at its k-th arrival (W None: every k only)."""
+    n = len(arrival_s)
+    if w is None:
+        groups = [np.arange(s, min(s + k, n)) for s in range(0, n, k)]
+        return [(float(arrival_s[g[-1]]), g) for g in groups]
+    out, start = [], 0
+    while start < n:
+        end_t = (np.floor(arrival_s[start] / w) + 1) * w  # the grid boundary of its window
+        stop = min(int(np.searchsorted(arrival_s, end_t, side="left")), start + k)
+        g = np.arange(start, stop)
+        t = float(arrival_s[g[-1]]) if len(g) == k else min(float(end_t), float(arrival_s[-1]))
+        out.append((t, g))
+        start = stop
+    return out
+
+
+@dataclass
+class Decisions:
+    """What the allocator decided for each arrival."""
+
+    budget: np.ndarray
+    decision_s: np.ndarray
+    shadow_price: np.ndarray  # NaN where the policy has no price
+
+    @classmethod
+    def empty(cls, n: int) -> "Decisions":
+        return cls(np.zeros(n, dtype=np.int64), np.full(n, np.nan), np.full(n, np.nan))
+
+
+class DecisionClock:
+    """When the allocation process decides next (``inf`` once it is done): the only event
+    outside the replicas that can hand them work, so each replica computes ahead up to it
+    (:class:`sim.core.engine.Replica` ``external``) instead of scanning SimPy's event queue."""
+
+    def __init__(self):
+        self.next_s = 0.0
+
+    def __call__(self) -> float:
+        return self.next_s
+
+
+def request_lengths(wl: Workload, exits=None):
+    """How many tokens funded arrivals generate under their caps: min(cap, needed) plus a
+    forced answer's tokens (:meth:`sim.core.workload.Workload.generated_tokens`), or, with
+    ``exits`` (a :class:`sim.core.early_exit.ExitLog`, for policies with an exit rule), where each
+    request stops, its forced answers' tokens included."""
+    return wl.generated_tokens if exits is None else exits.lengths
+
+
+def _decide(policy: Policy, wl: Workload, idx: np.ndarray, budget: float, now: float,
+            out: Decisions, gen_tokens: np.ndarray, lengths) -> np.ndarray:
+    """Ask the policy about one group, record its caps; return the funded indices."""
+    alloc = policy.allocate(wl.view(idx), budget)
+    caps = np.asarray(alloc.budgets, dtype=np.int64)
+    if caps.shape != idx.shape or (caps < 0).any():
+        raise RuntimeError(f"policy {policy.name} returned invalid budgets")
+    out.budget[idx] = caps
+    out.decision_s[idx] = now
+    if alloc.shadow_price is not None:
+        out.shadow_price[idx] = alloc.shadow_price
+    funded = idx[caps > 0]
+    if len(funded):
+        gen_tokens[funded] = lengths(funded, caps[caps > 0])
+    return funded
+
+
+def decide_ahead(policy: Policy, wl: Workload, target: float, out: Decisions,
+                 gen_tokens: np.ndarray, exits=None) -> tuple[np.ndarray, np.ndarray]:
+    """Every decision of a policy that does not learn from completions, before the run: it
+    depends only on the arrivals, so it is the same whenever it is computed.  Returns the
+    funded queries in dispatch order and their decision times (what
+    :func:`allocation_process` would dispatch, when).  Immediate policies that can decide
+    many queries at once (:meth:`~policies.base.Policy.allocate_each`) are asked once."""
+    if policy.wants_feedback:
+        raise ValueError("decide_ahead is for policies without feedback")
+    timing = policy.timing
+    lengths = request_lengths(wl, exits)
+    if timing.kind == "immediate" and wl.n:
+        idx = np.arange(wl.n)
+        caps = policy.allocate_each(wl.view(idx), float(target))
+        if caps is not None:
+            caps = np.asarray(caps, dtype=np.int64)
+            if caps.shape != idx.shape or (caps < 0).any():
+                raise RuntimeError(f"policy {policy.name} returned invalid budgets")
+            out.budget[:] = caps
+            out.decision_s[:] = wl.arrival_s
+            ok = caps > 0
+            funded = idx[ok]
+            gen_tokens[funded] = lengths(funded, caps[ok])
+            return funded, wl.arrival_s[funded].astype(float)
+    rate = policy.ctx.token_rate if timing.kind != "immediate" else None
+    last = now = 0.0
+    parts, times = [], []
+    for t, idx in decision_groups(timing, wl.arrival_s):
+        now = max(now, t)
+        budget = target * len(idx) if rate is None else rate * (now - last)
+        last = now
+        funded = _decide(policy, wl, idx, budget, now, out, gen_tokens, lengths)
+        if len(funded):
+            parts.append(funded)
+            times.append(np.full(len(funded), now))
+    if not parts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return np.concatenate(parts), np.concatenate(times)
+
+
+def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, target: float,
+                       dispatch, out: Decisions, gen_tokens: np.ndarray, rec: Recorder,
+                       exits=None, clock: DecisionClock | None = None):
+    """SimPy process: decide each group at its time, record, dispatch the funded queries.
+
+    ``gen_tokens`` is filled with min(cap, tokens needed) (plus a forced answer's tokens under
+    ``traces.semantics: forced-answer``; at least 1 for a funded query) before
+    dispatch, so the replicas know each request's length, as a real server learns it by
+    generating.  Policies with ``wants_feedback`` hear of every completion through ``rec``.
+    With ``exits`` (a :class:`sim.core.early_exit.ExitLog`, for policies with an exit rule) the
+    length is where the request stops instead, its forced answers' tokens included
+    (:func:`request_lengths`).  ``clock``, if given, is kept at the time of the next decision.
+    """
+    if policy.wants_feedback:
+        rec.listeners.append(
+            lambda idx, now: policy.on_finished(out.budget[idx], gen_tokens[idx], now))
+    timing = policy.timing
+    rate = policy.ctx.token_rate if timing.kind != "immediate" else None
+    lengths = request_lengths(wl, exits)
+    last = 0.0
+    for t, idx in decision_groups(timing, wl.arrival_s):
+        if clock is not None:
+            clock.next_s = t
+        if t > env.now:
+            yield env.timeout(t - env.now)
+        budget = target * len(idx) if rate is None else rate * (env.now - last)
+        last = env.now
+        funded = _decide(policy, wl, idx, budget, env.now, out, gen_tokens, lengths)
+        if len(funded):
+            dispatch(funded)
+    if clock is not None:
+        clock.next_s = float("inf")
