@@ -5,16 +5,6 @@ isinstance checks and old pickles resolve), with one DeprecationWarning on first
 """
 # clearsim-deprecated-alias: written by relayout.py; delete in the release after next
 
-import importlib as _importlib
-import sys as _sys
+from sim.foundation.aliases import alias
 
-if __name__ == "__main__":              # python -m sim.outdirs
-    import runpy as _runpy
-
-    _runpy.run_module("sim.experiments.outdirs", run_name="__main__", alter_sys=True)
-else:
-    import warnings as _warnings
-
-    _warnings.warn("old import path sim.outdirs: import sim.experiments.outdirs instead "
-                   "(the old path goes in the next release)", DeprecationWarning, stacklevel=2)
-    _sys.modules[__name__] = _importlib.import_module("sim.experiments.outdirs")
+alias(__name__, "sim.experiments.outdirs")

@@ -188,7 +188,7 @@ def test_deprecated_aliases_warn_once_and_are_the_new_module():
                 parts = list(p.relative_to(ROOT).with_suffix("").parts)
                 if parts[-1] == "__init__":
                     parts.pop()
-                new = text.split('_importlib.import_module("', 1)[1].split('"', 1)[0]
+                new = text.split('alias(__name__, "', 1)[1].split('"', 1)[0]
                 aliases[".".join(parts)] = new
     if not aliases:
         pytest.skip("no deprecated aliases in this tree (relayout.py has not run)")
