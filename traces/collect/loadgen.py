@@ -238,6 +238,7 @@ def _check(rates, requests, max_seconds, prompt_range, output_range, concurrency
                         f"not fit the served model's {window}-token window", field="--prompt-tokens")
 
 
+@terminate_raises()  # a SIGTERM still stops the server it started (the finally below)
 def record_serving(out: str | Path, *, rates: list[float], endpoint: str | None = None,
                    serve: str | Path | None = None, requests: int = 100, seed: int = 0,
                    prompt_tokens: tuple[int, int] = (32, 256),
@@ -266,17 +267,6 @@ def record_serving(out: str | Path, *, rates: list[float], endpoint: str | None 
     if engine_cpus and serve is None:
         raise UserError("--engine-cpus binds a server started here: give --serve MODEL_DIR",
                         field="--engine-cpus")
-    with terminate_raises():  # a SIGTERM still stops the server it started
-        return _record_serving(out, rates, endpoint, serve, requests, seed, prompt_tokens,
-                               output_tokens, max_seconds, concurrency, request_timeout,
-                               tick_seconds, max_num_seqs, max_model_len, max_num_batched_tokens,
-                               kv_cache_gib, engine_cpus, name, log)
-
-
-def _record_serving(out, rates, endpoint, serve, requests, seed, prompt_tokens, output_tokens,
-                    max_seconds, concurrency, request_timeout, tick_seconds, max_num_seqs,
-                    max_model_len, max_num_batched_tokens, kv_cache_gib, engine_cpus, name,
-                    log) -> list[Path]:
     out = Path(out)
     server = None
     engine_kwargs = None
