@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from sim.foundation.cli_args import Parser
+from sim.foundation.errors import UserError
 from sim.foundation.progress import progress_bar, say
 from traces.importers import import_generations
 from traces.registry import embedded_dir
@@ -119,9 +121,24 @@ def build_embedded(generations_dir: str | Path, out_dir: str | Path | None = Non
     generations_dir = Path(generations_dir)
     governor_dir = Path(governor_dir) if governor_dir else generations_dir.parent / "raw" / "governor"
     out = Path(out_dir) if out_dir else embedded_dir()
+    unknown = sorted(set(only or ()) - set(PROVENANCE))
+    if unknown:
+        raise UserError(f"unknown set {', '.join(unknown)}: choose from {', '.join(PROVENANCE)}",
+                        field="--only")
+    names = [name for name in PROVENANCE if not only or name in only]
+    # Every source is found before anything is written (a rebuild never stops half-way for a
+    # missing file).
+    if not generations_dir.is_dir():
+        raise UserError("not a folder: give shared/data/generations", where=str(generations_dir))
+    needed = [generations_dir / f"{name}.jsonl" for name in names]
+    needed += [f for name in names if name in REASONING for f in reasoning_sources(governor_dir, name)]
+    missing = [str(f) for f in dict.fromkeys(needed) if not f.is_file()]
+    if missing:
+        raise UserError(f"missing {len(missing)} source file(s), first {missing[0]}: the "
+                        "generations folder (and --governor for the reasoning sets' probes) must "
+                        "hold every set chosen; --only picks fewer", where=str(generations_dir))
     written = []
     grader = None
-    names = [name for name in PROVENANCE if not only or name in only]
     with progress_bar(len(names), desc="traces.embed", noun="set", progress=progress) as bar:
         for name in names:
             src = generations_dir / f"{name}.jsonl"
@@ -143,20 +160,26 @@ def build_embedded(generations_dir: str | Path, out_dir: str | Path | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m traces.embed", description=__doc__)
+    ap = Parser(prog="python -m traces.embed", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("generations_dir", help="folder holding the generations/*.jsonl recordings")
     ap.add_argument("--out", default=None, help="output folder (default: the package's traces/data)")
     ap.add_argument("--governor", default=None,
                     help="folder of the probes_*.csv.gz and targets.csv files "
                     "(default: GENERATIONS_DIR/../raw/governor)")
-    ap.add_argument("--only", default=None, help="comma-separated set names (default: all)")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated set names (default: all): " + ", ".join(PROVENANCE))
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="show progress over the sets on stderr (default: on): a bar on a "
                     "terminal, otherwise a line every 10 s or 10%% of the sets")
     args = ap.parse_args(argv)
-    only = args.only.split(",") if args.only else None
-    for p in build_embedded(args.generations_dir, args.out, args.governor, only, args.progress):
-        print(p)
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    try:
+        for p in build_embedded(args.generations_dir, args.out, args.governor, only, args.progress):
+            print(p)
+    except UserError as exc:
+        print(f"{ap.prog}: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

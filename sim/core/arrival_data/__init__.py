@@ -9,6 +9,7 @@ the public files; a test checks the shipped files equal a fresh build.
 from __future__ import annotations
 
 import json
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -16,6 +17,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from sim.foundation.cli_args import Parser
+from sim.foundation.errors import UserError
+from sim.foundation.files import write_atomic
 
 _AZURE = ("Azure/AzurePublicDataset @ b469a113cedca53ddc3bdea71a143dc4b7d8700c, "
           "data/AzureLLMInferenceTrace_{}.csv")
@@ -46,33 +51,80 @@ def data_dir() -> Path:
 
 
 def read_source(path: Path) -> pd.DataFrame:
-    """Arrival seconds from the first request and token counts of a public trace file."""
-    if path.suffix == ".jsonl":
-        df = pd.read_json(path, lines=True)
-        t = df["timestamp"].to_numpy(dtype=float) / 1000.0
-        inp, out = df["input_length"], df.get("output_length")
-    else:
-        df = pd.read_csv(path)
-        t = pd.to_datetime(df["TIMESTAMP"]).astype("int64").to_numpy() / 1e9
-        inp, out = df["ContextTokens"], df.get("GeneratedTokens")
+    """Arrival seconds from the first request and token counts of a public trace file.
+
+    A file that is not the expected trace (unreadable, or missing its timestamp and input
+    length columns) is a :class:`UserError` naming it."""
+    try:
+        if path.suffix == ".jsonl":
+            df = pd.read_json(path, lines=True)
+            t = df["timestamp"].to_numpy(dtype=float) / 1000.0
+            inp, out = df["input_length"], df.get("output_length")
+        else:
+            df = pd.read_csv(path)
+            t = pd.to_datetime(df["TIMESTAMP"]).astype("int64").to_numpy() / 1e9
+            inp, out = df["ContextTokens"], df.get("GeneratedTokens")
+        inp = inp.to_numpy(dtype=np.int32)
+        out = np.zeros(len(t), dtype=np.int32) if out is None else out.to_numpy(dtype=np.int32)
+    except (KeyError, ValueError, TypeError, OSError) as exc:
+        cols = ("timestamp, input_length[, output_length]" if path.suffix == ".jsonl"
+                else "TIMESTAMP, ContextTokens[, GeneratedTokens]")
+        raise UserError(f"not a readable arrival trace with columns {cols} "
+                        f"({type(exc).__name__}: {exc}); use the public file named in SOURCES",
+                        where=str(path)) from None
+    if len(t) == 0 or not np.isfinite(t).all():
+        raise UserError("no requests, or timestamps that are not finite numbers", where=str(path))
     order = np.argsort(t, kind="stable")
-    out = np.zeros(len(t), dtype=np.int32) if out is None else out.to_numpy(dtype=np.int32)
     return pd.DataFrame({
         "arrival_s": (t - t.min())[order],
-        "input_tokens": inp.to_numpy(dtype=np.int32)[order],
+        "input_tokens": inp[order],
         "output_tokens": out[order],  # 0 where the file has no output lengths
     })
 
 
 def build(arrivals_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Rebuild every embedded trace from ``arrivals_dir`` into ``out_dir`` (default: the
+    package's own folder).  Every source is found and read before anything is written, and each
+    file is written atomically, so a missing or broken source leaves the old files untouched."""
+    arrivals_dir = Path(arrivals_dir)
+    if not arrivals_dir.is_dir():
+        raise UserError("not a folder: give the folder holding the public arrival traces "
+                        "(shared/data/arrivals)", where=str(arrivals_dir))
+    missing = [fname for fname, _ in SOURCES.values() if not (arrivals_dir / fname).is_file()]
+    if missing:
+        raise UserError(f"missing {', '.join(missing)}: this folder must hold every source "
+                        f"trace ({', '.join(f for f, _ in SOURCES.values())})",
+                        where=str(arrivals_dir))
     out = Path(out_dir) if out_dir else data_dir()
-    written = []
+    if out.exists() and not out.is_dir():
+        raise UserError("the output is a file, not a folder", where=str(out))
+    tables = {}
     for alias, (fname, prov) in SOURCES.items():
-        table = pa.Table.from_pandas(read_source(Path(arrivals_dir) / fname), preserve_index=False)
+        table = pa.Table.from_pandas(read_source(arrivals_dir / fname), preserve_index=False)
         meta = {"alias": alias, "source_file": fname, **prov}
-        table = table.replace_schema_metadata({b"clearsim": json.dumps(meta, sort_keys=True)})
+        tables[alias] = table.replace_schema_metadata({b"clearsim": json.dumps(meta, sort_keys=True)})
+    written = []
+    for alias, table in tables.items():
         path = out / f"{alias}.parquet"
-        pq.write_table(table, path, compression="zstd")
+        write_atomic(path, lambda tmp, table=table: pq.write_table(table, tmp, compression="zstd"))
         written.append(path)
     return written
 
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sim.core.arrival_data``: bad input is one line on stderr, exit 2."""
+    ap = Parser(prog="python -m sim.core.arrival_data",
+                description="Rebuild the embedded arrival traces (numbers only: arrival "
+                            "seconds, input and output tokens, with provenance) from the public "
+                            "trace files: " + ", ".join(f for f, _ in SOURCES.values()) + ".")
+    ap.add_argument("arrivals_dir", help="folder holding the public traces (shared/data/arrivals)")
+    ap.add_argument("out_dir", nargs="?", default=None,
+                    help="where to write the Parquet files (default: the package's own folder)")
+    args = ap.parse_args(argv)
+    try:
+        for path in build(args.arrivals_dir, args.out_dir):
+            print(path)
+    except UserError as exc:
+        print(f"{ap.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,10 +1,9 @@
-"""``python -m sim.core.arrival_data ARRIVALS_DIR [OUT_DIR]``: rebuild the embedded arrival traces."""
+"""``python -m sim.core.arrival_data ARRIVALS_DIR [OUT_DIR]``: rebuild the embedded arrival traces
+(maintainers only; a plain install already ships them)."""
 
 import sys
 
-from sim.core.arrival_data import build
+from sim.core.arrival_data import main
 
-if len(sys.argv) < 2:
-    sys.exit("usage: python -m sim.core.arrival_data PATH/TO/shared/data/arrivals [OUT_DIR]")
-for path in build(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None):
-    print(path)
+if __name__ == "__main__":
+    sys.exit(main())
