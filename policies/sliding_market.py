@@ -161,7 +161,7 @@ class SlidingMarket:
     def _key_at(self, w: float) -> tuple[int, int, int]:
         beta, sl = self.beta, self.sl
         xs = (1.0 - w) / beta
-        cut = math.inf if w <= 0 else (1.0 - w) ** 2 / (beta * w)
+        cut = math.inf if beta * w <= 0 else (1.0 - w) ** 2 / (beta * w)
         nu = bisect_right(sl, self.b_max - xs)
         n = len(sl)
         ca = n if nu == n else bisect_left(sl, self._cap_hi(w))
@@ -233,7 +233,7 @@ class SlidingMarket:
     def _event_pred(self, kind: int, s: float):
         beta, b_max = self.beta, self.b_max
         if kind == 0:
-            return lambda w: not (s < (math.inf if w <= 0 else (1.0 - w) ** 2 / (beta * w)))
+            return lambda w: not (s < (math.inf if beta * w <= 0 else (1.0 - w) ** 2 / (beta * w)))
         if kind == 1:
             return lambda w: s <= b_max - (1.0 - w) / beta
         return lambda w: not (s < self._cap_hi(w))
@@ -409,7 +409,7 @@ class SlidingMarket:
         key = self._key(w)
         n1, n2 = self._n12(key)
         xs = (1.0 - w) / beta
-        cut = math.inf if w <= 0 else (1.0 - w) ** 2 / (beta * w)
+        cut = math.inf if beta * w <= 0 else (1.0 - w) ** 2 / (beta * w)
         unc_hi = b_max - xs
         fb = np.floor(s[:n1] + xs)
         spare = whole_budget - (int(fb.sum()) + n2 * bm)

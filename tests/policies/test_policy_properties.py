@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from helpers import make_traces
 from policies.base import REGISTRY, QueryView, RunContext
@@ -172,6 +172,10 @@ def test_oracle_is_the_brute_force_optimum(queries, budget):
 
 @settings(max_examples=30, deadline=None)
 @given(batches, st.floats(0, 2500), st.floats(0.0, 1.0), st.integers(0, 2**32 - 1))
+# Found by hypothesis: a zero budget drove the clearing level w to a subnormal, where beta * w
+# is 0 and the funding cut-off divided by zero (clear-posted's market and ClearMarket).
+@example(queries=[[(170, True)], [(166, True)], [(1, False)], [(1, False)], [(1, True)],
+                  [(169, True)]], budget=0.0, sigma=0.0, seed=0)
 def test_oracle_beats_every_policy_at_the_same_allocated_budget(queries, budget, sigma, seed):
     """Given the tokens another policy allocated, the oracle's expected accuracy is at least
     that policy's (it maximises exactly that, exactly on small batches).  Predictions are the
