@@ -31,9 +31,11 @@ progress, nobody admissible, no completion, no KV exhaustion) every step has the
 so the replica jumps over the whole stretch in closed form (:meth:`LinearStepModel.decode_stretch`).
 And because nothing but the environment's next non-replica event (an arrival, an allocation
 decision, a CPU-overhead timer; replicas do not interact) can affect a replica, it computes all
-steps that end before that event without yielding, and yields only for the one step in progress
-when the event happens: requests that arrive during a step are admitted at the next step
-boundary, exactly when a step-by-step loop would admit them.  Consequently :class:`Recorder`
+steps that end before that event without yielding, and yields once, to the end of the step in
+progress when the event happens (a stretch cut there is one wait): requests that arrive during a
+step are admitted at the next step boundary, exactly when a step-by-step loop would admit them.
+The commonest general step, admitting requests whose whole prompt fits in it, is planned and
+applied in one call when it ends before that event (:meth:`Replica._admit_whole`).  Consequently :class:`Recorder`
 listeners hear of every completion, with its right ``now``, before the next non-replica event,
 but possibly before ``env.now`` reaches it and, across replicas, not in global time order.
 
@@ -461,6 +463,7 @@ class Replica:
         limit = self._limit
         bs = cfg.block_size
         prompt = self.prompt
+        ahead = self._ahead
         while True:
             fp = self._fp
             if fp < len(feed_t) and feed_t[fp] <= t:
@@ -483,7 +486,7 @@ class Replica:
                     self._sample_until(t)
                 zero_yielded = False
                 continue
-            horizon = external()
+            horizon = _INF if ahead else external()
             nxt = feed_t[self._fp] if self._fp < len(feed_t) else _INF
             if nxt < horizon:
                 horizon = nxt
@@ -533,27 +536,33 @@ class Replica:
                     self._apply_stretch(j, j, dt, t)
                     continue
                 jh = solve_steps(a, b, horizon - t)
-                if jh >= 1:
-                    k = j
-                    if jh < j:
-                        j = jh
+                dt = jh * a + b * jh * (jh - 1) * 0.5
+                if jh < j and (jh == 0 or t + dt < horizon):
+                    # A step is in progress when the next event happens (whatever it brings
+                    # joins at that step's end): run the steps that end by then and that one
+                    # in one go, waiting (as a SimPy process) for its end.
+                    jh += 1
+                    dt = jh * a + b * jh * (jh - 1) * 0.5
+                    if not ahead:
+                        self._fly = (t, a, b, len(dec))
+                        self._in_step = True
+                        yield t + dt - self.now
+                        feed_t = self._feed_t
+                        self._in_step = False
+                        self._fly = None
+                elif jh >= j:
+                    jh = j
                     dt = j * a + b * j * (j - 1) * 0.5
-                    if sampling and self._next_sample < t + dt:
-                        self._sample_until(t + dt, t, a, b)
-                    t += dt
-                    self._apply_stretch(j, k, dt, t)
-                    continue
-                # The next step is in progress when the next event happens: wait for its end.
-                t_end = t + a
-                self._in_step = True
-                yield t_end - self.now
-                feed_t = self._feed_t
-                self._in_step = False
-                if sampling and self._next_sample < t_end:
-                    self._sample_until(t_end, t, a, b)
-                t = t_end
-                self._apply_stretch(1, j, a, t)
+                if sampling and self._next_sample < t + dt:
+                    self._sample_until(t + dt, t, a, b)
+                t += dt
+                self._apply_stretch(jh, j, dt, t)
                 continue
+            if waiting and not self.pre:
+                t_end = self._admit_whole(t, horizon)
+                if t_end is not None:
+                    t = t_end
+                    continue
             plan = self._plan_step(t)
             t_end = t + plan[0]
             self._in_step = True
@@ -740,6 +749,74 @@ class Replica:
         dctx = self.base_sum + n * self.off + n if n else 0
         dt = cfg.step.step_s(prefill, n, dctx)
         return dt, chunks
+
+    def _admit_whole(self, t: float, horizon: float) -> float | None:
+        """The commonest general step, planned and applied at once when nothing outside can
+        happen while it runs (it ends by ``horizon``): no prefill in progress, the cache
+        certainly large enough, and every request admitted this step fits its whole
+        (re)prefill in it, so each leaves the step decoding (or finished).  Same arithmetic as
+        :meth:`_plan_step` then :meth:`_apply_step`; returns the step's end, or None (nothing
+        changed) when the general path is needed: a partial first chunk, a possible KV
+        shortage, a sample due, or an event during the step."""
+        cfg = self.cfg
+        dec = self._dec
+        n = len(dec)
+        budget = cfg.max_num_batched_tokens - n
+        room = cfg.max_num_seqs - n
+        if budget <= 0 or room <= 0:
+            return None
+        bs = cfg.block_size
+        if cfg.kv_blocks is not None and (
+                (self.base_sum + n * (self.off + bs)) // bs + self.kv_pre
+                - (-cfg.max_num_batched_tokens // bs) + cfg.max_num_seqs > self._limit):
+            return None  # the same test as _plan_step's `limited` (no prefill in progress)
+        waiting, prompt, emitted = self.waiting, self.prompt, self._emitted
+        # Who is admitted: FCFS while there is room and budget; the first that does not fit
+        # whole would get a partial chunk, so leave this step to the general path.
+        targets = []
+        prefill = 0
+        item = prompt.item
+        for i in waiting:
+            if len(targets) >= room or budget <= 0:
+                break
+            target = item(i) + (emitted.get(i, 0) if emitted else 0)
+            if target > budget:
+                return None
+            targets.append(target)
+            prefill += target
+            budget -= target
+        m = len(targets)
+        dt = cfg.step.step_s(prefill, n, self.base_sum + n * self.off + n if n else 0)
+        t_end = t + dt
+        if t_end > horizon or self._next_sample < t_end:
+            return None  # a wait, or a sample inside the step that counts its blocks
+        rec = self.rec
+        sched, ft, gen = rec.scheduled_s, rec.first_token_s, self.gen
+        self.busy_s += dt
+        self.steps += 1
+        if n:
+            self.off += 1
+            if self.off >= self._dmin:
+                self._retire(t_end)
+        fin, to_dec = [], []
+        for target in targets:
+            i = waiting.popleft()
+            o = emitted.pop(i, 0) if emitted else 0
+            if o == 0:
+                ft[i] = t_end
+            if sched.item(i) != sched.item(i):  # NaN: first time scheduled
+                sched[i] = t
+            g = gen.item(i)
+            if o + 1 >= g:
+                fin.append(i)
+            else:
+                to_dec.append((i, target, g - o - 1))
+        if to_dec:
+            self._add_decoders(to_dec)
+        if fin:
+            rec.mark_finished(fin, t_end)
+        self._outstanding -= n + m
+        return t_end
 
     def _apply_step(self, plan, t: float) -> None:
         dt, chunks = plan
