@@ -194,6 +194,7 @@ class Replica:
         # How many decoders have base % block_size == r: the blocks they hold at any step
         # follow from these counts in O(block_size) (:meth:`_dec_blocks`), no array.
         self._rcnt = [0] * cfg.block_size
+        self._rsum = 0  # sum of r * _rcnt[r]: the decoders' base % block_size, summed
         self._dmin = 1 << 62  # min end: no decoder can finish before off reaches it
         self.off = 0
         self.base_sum = 0
@@ -247,10 +248,11 @@ class Replica:
             return 0
         bs = self.cfg.block_size
         x = self.off + ahead + bs - 1
-        rem = 0
-        for r, c in enumerate(self._rcnt):
-            if c:
-                rem += c * ((r + x) % bs)
+        # sum_r c_r ((r + x) mod bs) with xr = x mod bs: (r + xr) - bs when r >= bs - xr.
+        xr = x % bs
+        rem = self._rsum + n * xr
+        if xr:
+            rem -= bs * sum(self._rcnt[bs - xr:])
         return (self.base_sum + n * x - rem) // bs
 
     def _new_blocks(self) -> int:
@@ -280,15 +282,19 @@ class Replica:
         rcnt, bs = self._rcnt, self.cfg.block_size
         seq = self._seq
         added = 0
+        rsum = self._rsum
         for i, c, rem in to_dec:
             base = c - off
             end = rem + off
             dec[i] = (base, end, seq)
-            rcnt[base % bs] += 1
+            r = base % bs
+            rcnt[r] += 1
+            rsum += r
             heappush(heap, (end, seq, i))
             seq += 1
             added += base
         self._seq = seq
+        self._rsum = rsum
         self.base_sum += added
         self._dmin = heap[0][0]
         self._bases = None
@@ -322,7 +328,9 @@ class Replica:
             if live:
                 del dec[i]
                 gone += v[0]
-                rcnt[v[0] % bs] -= 1
+                r = v[0] % bs
+                rcnt[r] -= 1
+                self._rsum -= r
                 fin.append(i)
         self._dmin = heap[0][0] if heap else 1 << 62
         self._bases = None
@@ -678,6 +686,7 @@ class Replica:
                         i, (base, end, _seq) = dec.popitem()  # the newest decoder first
                         gone += base
                         self._rcnt[base % bs] -= 1
+                        self._rsum -= base % bs
                         self._preempt(i, int(gen[i]) - (end - off))
                     free += int(held[keep:].sum())
                     self.base_sum -= gone
