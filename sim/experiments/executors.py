@@ -18,6 +18,12 @@ scheduler without workers is waited on for at most ``worker_timeout`` seconds
 (:data:`WORKER_TIMEOUT_S`), then refused with a one-line error: a sweep never hangs silently
 on a cluster that cannot run it, and since this happens before the sweep writes anything, its
 output folder is not created.
+
+Workers can also go away mid-sweep (killed, out of memory, their machine gone).  A pool whose
+worker process died, a Dask task that killed the workers it ran on
+(``distributed.scheduler.allowed-failures`` + 1 times), and a Dask scheduler left with no
+worker for ``worker_timeout`` seconds all end the map with a one-line :class:`UserError`; the
+tasks finished before are already saved by the sweep, so ``--resume`` runs only the rest.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -111,8 +119,16 @@ class ProcessExecutor(Executor):
 
     def map_unordered(self, fn, tasks):
         futures = {self.pool.submit(fn, t): t for t in tasks}
-        for f in as_completed(futures):
-            yield futures[f], f.result()
+        for yielded, f in enumerate(as_completed(futures)):
+            try:
+                result = f.result()
+            except BrokenProcessPool:
+                raise UserError(
+                    "a worker process of the pool died (killed, or out of memory) with "
+                    f"{len(futures) - yielded} "
+                    "task(s) unfinished; the finished ones are saved: rerun with --resume, "
+                    "with fewer workers (processes:N) if memory is short") from None
+            yield futures[f], result
 
 
 #: Dask settings for our own LocalCluster: the event-loop tick (20 ms), the statistical profiler
@@ -150,6 +166,7 @@ class DaskExecutor(Executor):
             raise UserError(f"worker timeout must be > 0 seconds, got {worker_timeout!r}",
                             field="worker_timeout")
         notify = notify or _stderr
+        self.worker_timeout = worker_timeout
         self.cluster = None
         if spec.kind == "dask-local":
             import dask.config
@@ -216,15 +233,49 @@ class DaskExecutor(Executor):
         if self.cluster is not None:
             self.cluster.close()
 
+    #: How often a map waiting on Dask checks that the scheduler still has workers (seconds).
+    POLL_S = 1.0
+
     def map_unordered(self, fn, tasks):
-        from dask.distributed import as_completed as dask_completed
+        from dask.distributed import wait
+        from distributed import KilledWorker
 
         tasks = list(tasks)
-        futures = [self.client.submit(fn, t, pure=False) for t in tasks]
-        index = {f.key: t for f, t in zip(futures, tasks)}
-        for f in dask_completed(futures):
-            yield index[f.key], f.result()
-            f.release()
+        pending = {self.client.submit(fn, t, pure=False): t for t in tasks}
+        alone_since = None  # when the scheduler was first seen without workers
+        while pending:
+            try:
+                done, _ = wait(list(pending), timeout=self.POLL_S, return_when="FIRST_COMPLETED")
+            except TimeoutError:  # dask's own TimeoutError is the builtin one
+                done = ()
+            for f in done:
+                task = pending.pop(f)
+                try:
+                    result = f.result()
+                except KilledWorker as exc:
+                    raise UserError(
+                        f"a task killed every Dask worker that ran it ({exc.__class__.__name__}: "
+                        "out of memory or a crash, retried "
+                        f"distributed.scheduler.allowed-failures times) with {len(pending) + 1} "
+                        "task(s) unfinished; the finished ones are saved: rerun with --resume "
+                        "on workers with more memory") from None
+                f.release()
+                yield task, result
+            if done or not pending:
+                alone_since = None
+                continue
+            if self.workers():
+                alone_since = None
+            elif alone_since is None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since >= self.worker_timeout:
+                address = self.client.scheduler.address
+                raise UserError(
+                    f"the Dask scheduler at {address} has had no workers for "
+                    f"{self.worker_timeout:g} s with {len(pending)} task(s) unfinished (its "
+                    "workers died or left); the finished ones are saved: start workers with "
+                    f"'dask worker {address}' and rerun with --resume, or wait longer with "
+                    "--worker-timeout SECONDS")
 
 
 def open_executor(spec: ExecutorSpec, connect_timeout: float = 10.0,

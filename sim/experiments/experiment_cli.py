@@ -134,8 +134,9 @@ def register(sub) -> None:
     p.add_argument("--worker-timeout", type=_timeout, default=WORKER_TIMEOUT_S, metavar="SECONDS",
                    help="how long to wait for a Dask scheduler with no workers to get one before "
                    f"giving up with exit code 2, before anything is written (default: "
-                   f"{WORKER_TIMEOUT_S:g}). Connected, the sweep prints the Dask dashboard's "
-                   "address on stderr")
+                   f"{WORKER_TIMEOUT_S:g}); also how long a scheduler may be left without "
+                   "workers mid-sweep before the sweep stops (finished cells kept for --resume). "
+                   "Connected, the sweep prints the Dask dashboard's address on stderr")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the sweep and every cell's scenario, print the work, run nothing")
