@@ -40,6 +40,7 @@ import numpy as np
 from policies.base import Allocation, Policy, QueryView, Timing, register
 from policies.clear_market import ClearMarket
 from sim.foundation.spec import Field, non_negative, positive
+from traces.fit import gamma2_cdf
 
 
 def _beta(v) -> str | None:
@@ -53,15 +54,6 @@ def _beta_clear(v) -> str | None:
     if v in ("fitted", "adaptive") or (not isinstance(v, str) and v > 0):
         return None
     return "expected 'fitted', 'adaptive' or a number > 0"
-
-
-def gamma2_cdf(x: np.ndarray, beta: float) -> np.ndarray:
-    """CDF of Gamma(shape 2, rate beta) at x (0 for x <= 0): the score of
-    adaptive beta here, and the fitted curves greedy-marginal climbs."""
-    bx = beta * np.maximum(x, 0.0)
-    with np.errstate(invalid="ignore"):
-        out = 1.0 - np.exp(-bx) * (1.0 + bx)
-    return np.nan_to_num(out, nan=0.0)
 
 
 ADAPTIVE_FACTORS = tuple(2.0 ** (k / 2) for k in (0, -1, 1, -2, 2, -3, 3, -4, 4))

@@ -63,12 +63,15 @@ class CurveFit:
 
 
 def gamma2_cdf(x, beta: float) -> np.ndarray:
-    """CDF of Gamma(shape 2, rate beta) at x (0 for x <= 0, and for x = nan from inf shifts)."""
+    """CDF of Gamma(shape 2, rate beta) at x: the fitted S-curve's shape above its threshold
+    (here), the score of CLEAR's adaptive beta and the curves greedy-marginal climbs
+    (``policies``).  0 for x <= 0 and for x = nan (an infinite threshold minus an infinite
+    budget), 1 for x = +inf."""
     x = np.asarray(x, dtype=float)
     with np.errstate(invalid="ignore", over="ignore"):
         bx = beta * np.where(x > 0, x, 0.0)
         out = 1.0 - (1.0 + bx) * np.exp(-bx)
-    return np.where(x > 0, out, 0.0)
+    return np.where(x > 0, np.where(np.isposinf(x), 1.0, out), 0.0)
 
 
 def mle_tau(ts: TraceSet, beta: float, iterations: int = 60, clip: bool = True) -> np.ndarray:

@@ -18,7 +18,7 @@ def test_gamma2_cdf_matches_scipy():
     x = np.array([-5.0, 0.0, 1.0, 50.0, 100.0, 400.0, 5000.0])
     want = stats.gamma(a=2, scale=1 / 0.01).cdf(np.maximum(x, 0))
     np.testing.assert_allclose(gamma2_cdf(x, 0.01), want, rtol=1e-12, atol=1e-15)
-    assert gamma2_cdf(np.array([np.nan, -np.inf]), 0.01).tolist() == [0.0, 0.0]
+    assert gamma2_cdf(np.array([np.nan, -np.inf, np.inf]), 0.01).tolist() == [0.0, 0.0, 1.0]
 
 
 def test_mle_tau_single_sample_sits_at_the_mode_and_multi_sample_solves_the_score():
