@@ -531,36 +531,26 @@ class Replica:
                     # Nobody can join before the next completion whatever arrives (batch full,
                     # or the queue's head does not fit and FCFS keeps the rest behind it): run
                     # the whole stretch in one event.
-                    dt = j * a + b * j * (j - 1) * 0.5
+                    jh, wait = j, True
+                else:
+                    jh = solve_steps(a, b, horizon - t)
+                    wait = False
+                    if jh >= j:
+                        jh = j
+                    elif jh == 0 or t + (jh * a + b * jh * (jh - 1) * 0.5) < horizon:
+                        # A step is in progress when the next event happens (whatever it brings
+                        # joins at that step's end): run the steps that end by then and that
+                        # one in one go, waiting (as a SimPy process) for its end.
+                        jh += 1
+                        wait = not ahead
+                dt = jh * a + b * jh * (jh - 1) * 0.5
+                if wait:
                     self._fly = (t, a, b, len(dec))
                     self._in_step = True
                     yield t + dt - self.now
                     feed_t = self._feed_t
                     self._in_step = False
                     self._fly = None
-                    if sampling and self._next_sample < t + dt:
-                        self._sample_until(t + dt, t, a, b)
-                    t += dt
-                    self._apply_stretch(j, j, dt, t)
-                    continue
-                jh = solve_steps(a, b, horizon - t)
-                dt = jh * a + b * jh * (jh - 1) * 0.5
-                if jh < j and (jh == 0 or t + dt < horizon):
-                    # A step is in progress when the next event happens (whatever it brings
-                    # joins at that step's end): run the steps that end by then and that one
-                    # in one go, waiting (as a SimPy process) for its end.
-                    jh += 1
-                    dt = jh * a + b * jh * (jh - 1) * 0.5
-                    if not ahead:
-                        self._fly = (t, a, b, len(dec))
-                        self._in_step = True
-                        yield t + dt - self.now
-                        feed_t = self._feed_t
-                        self._in_step = False
-                        self._fly = None
-                elif jh >= j:
-                    jh = j
-                    dt = j * a + b * j * (j - 1) * 0.5
                 if sampling and self._next_sample < t + dt:
                     self._sample_until(t + dt, t, a, b)
                 t += dt
