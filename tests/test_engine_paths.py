@@ -136,3 +136,43 @@ def test_kv_counts_equal_the_per_decoder_sum():
     for ahead in (0, 1, 7, 16, 33):
         assert rep._dec_blocks(ahead) == int((-(-(bases + rep.off + ahead) // 16)).sum())
     assert rep._new_blocks() == int(((bases + rep.off) % 16 == 0).sum())
+
+
+@pytest.mark.parametrize("replicas,routing,rate", [
+    (16, "round-robin", 4.0),    # light load: most replicas skip most decisions
+    (16, "round-robin", 60.0),   # heavy load: full batches, stretches past many decisions
+    (4, "least-loaded", 30.0),   # every replica stops at every decision
+    (1, "round-robin", 8.0),
+])
+def test_feedback_decisions_hear_exactly_the_completions_before_them(monkeypatch, replicas,
+                                                                     routing, rate):
+    """A feedback policy's decision at time T has heard of every request that finished by T and
+    of none after, however far each replica computed ahead (replicas stop only at decisions
+    that can reach them; completions are delivered at the decision, Recorder.flush)."""
+    from policies.clear_posted import ClearPosted
+
+    heard: list[float] = []  # finish times the policy was told of, in the order told
+    at_decision: list[tuple[float, int, float]] = []  # (arrival, heard so far, latest heard)
+    on_finished, allocate = ClearPosted.on_finished, ClearPosted.allocate
+
+    def spy_finished(self, budgets, generated, now):
+        heard.extend([now] * len(budgets))
+        return on_finished(self, budgets, generated, now)
+
+    def spy_allocate(self, view, budget_tokens):
+        at_decision.append((float(view.arrival_s[0]), len(heard), max(heard, default=-1.0)))
+        return allocate(self, view, budget_tokens)
+
+    monkeypatch.setattr(ClearPosted, "on_finished", spy_finished)
+    monkeypatch.setattr(ClearPosted, "allocate", spy_allocate)
+    sc = resolve("default", queries=600, seed=4,
+                 overrides={"engine.replicas": replicas, "engine.routing": routing,
+                            "arrivals.rate": rate * replicas, "policies": ["clear-posted"]})
+    q = simulate(sc).queries
+    finish = np.sort(q["finish_s"].to_numpy()[~q["abandoned"].to_numpy()])
+    assert len(at_decision) == len(q) and len(finish) > 100
+    for t, n_heard, latest in at_decision:
+        assert n_heard == np.searchsorted(finish, t, side="right")  # all finished by t ...
+        assert latest <= t  # ... and nothing later
+    assert sorted(heard) == heard  # told in time order
+    assert len(heard) == len(finish)  # and, by the end, of every completion

@@ -28,6 +28,7 @@ time a query spends waiting for its decision is latency, like any queueing.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,13 +94,45 @@ class Decisions:
 class DecisionClock:
     """When the allocation process decides next (``inf`` once it is done): the only event
     outside the replicas that can hand them work, so each replica computes ahead up to it
-    (:class:`sim.core.engine.Replica` ``external``) instead of scanning SimPy's event queue."""
+    (:class:`sim.core.engine.Replica` ``external``) instead of scanning SimPy's event queue.
 
-    def __init__(self):
+    With the decision schedule known (``times`` and group ``sizes``: they depend on the
+    arrivals only) and round-robin routing over several replicas (``router``, ``replicas``), a
+    replica need not stop at every decision, only at the first one that could reach it
+    (:meth:`for_replica`): a replica ``d`` places behind the rotation's next one gets no request
+    before the decisions from now on have had more than ``d`` queries to dispatch, whatever
+    the policy funds.  So a decision wakes the replicas it may hand work to, not all of them
+    (their completions reach feedback policies through :meth:`Recorder.flush
+    <sim.core.engine.Recorder.flush>` at the decision's time).
+    """
+
+    def __init__(self, times=None, sizes=None, router=None, replicas: int = 1):
         self.next_s = 0.0
+        self.index = 0  # the next decision not yet made
+        self._router = router if times is not None and replicas > 1 else None
+        self._replicas = replicas
+        if self._router is not None:
+            self._times = [float(t) for t in times] + [float("inf")]
+            self._cum = np.concatenate(([0], np.cumsum(sizes))).tolist()
 
     def __call__(self) -> float:
         return self.next_s
+
+    def for_replica(self, r: int):
+        """The ``external`` horizon of replica ``r``: the next decision that could reach it
+        (every decision when the clock has no schedule or no round-robin router)."""
+        router = self._router
+        if router is None:
+            return self
+        times, cum, n = self._times, self._cum, self._replicas
+
+        def horizon() -> float:
+            c = self.index
+            # The first decision j >= c whose queries, with those of c..j-1, exceed d.
+            j = bisect_right(cum, cum[c] + (r - router._next) % n) - 1
+            return times[j]
+
+        return horizon
 
 
 def request_lengths(wl: Workload, exits=None):
@@ -169,7 +202,7 @@ def decide_ahead(policy: Policy, wl: Workload, target: float, out: Decisions,
 
 def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, target: float,
                        dispatch, out: Decisions, gen_tokens: np.ndarray, rec: Recorder,
-                       exits=None, clock: DecisionClock | None = None):
+                       exits=None, clock: DecisionClock | None = None, groups=None):
     """SimPy process: decide each group at its time, record, dispatch the funded queries.
 
     ``gen_tokens`` is filled with min(cap, tokens needed) (plus a forced answer's tokens under
@@ -178,20 +211,29 @@ def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, tar
     generating.  Policies with ``wants_feedback`` hear of every completion through ``rec``.
     With ``exits`` (a :class:`sim.core.early_exit.ExitLog`, for policies with an exit rule) the
     length is where the request stops instead, its forced answers' tokens included
-    (:func:`request_lengths`).  ``clock``, if given, is kept at the time of the next decision.
+    (:func:`request_lengths`).  ``clock``, if given, is kept at the time (and index) of the
+    next decision.  ``groups`` is :func:`decision_groups` of the policy's timing, when the
+    caller computed it already (for the clock).
     """
-    if policy.wants_feedback:
+    feedback = policy.wants_feedback
+    if feedback:
         rec.listeners.append(
             lambda idx, now: policy.on_finished(out.budget[idx], gen_tokens[idx], now))
+        rec.defer = True  # each decision hears of the completions before it (rec.flush)
     timing = policy.timing
     rate = policy.ctx.token_rate if timing.kind != "immediate" else None
     lengths = request_lengths(wl, exits)
     last = 0.0
-    for t, idx in decision_groups(timing, wl.arrival_s):
+    k = -1
+    for k, (t, idx) in enumerate(groups if groups is not None
+                                 else decision_groups(timing, wl.arrival_s)):
         if clock is not None:
             clock.next_s = t
+            clock.index = k
         if t > env.now:
             yield env.timeout(t - env.now)
+        if feedback:
+            rec.flush(env.now)
         budget = target * len(idx) if rate is None else rate * (env.now - last)
         last = env.now
         funded = _decide(policy, wl, idx, budget, env.now, out, gen_tokens, lengths)
@@ -199,3 +241,4 @@ def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, tar
             dispatch(funded)
     if clock is not None:
         clock.next_s = float("inf")
+        clock.index = k + 1

@@ -35,9 +35,12 @@ steps that end before that event without yielding, and yields once, to the end o
 progress when the event happens (a stretch cut there is one wait): requests that arrive during a
 step are admitted at the next step boundary, exactly when a step-by-step loop would admit them.
 The commonest general step, admitting requests whose whole prompt fits in it, is planned and
-applied in one call when it ends before that event (:meth:`Replica._admit_whole`).  Consequently :class:`Recorder`
-listeners hear of every completion, with its right ``now``, before the next non-replica event,
-but possibly before ``env.now`` reaches it and, across replicas, not in global time order.
+applied in one call when it ends before that event (:meth:`Replica._admit_whole`).  A replica
+may thus finish requests before ``env.now`` reaches their time; feedback policies hear of them
+at their decisions, in time order (``Recorder(defer)`` and :meth:`Recorder.flush`).  The runner
+tells each replica the next decision that could route work to it
+(:meth:`sim.core.allocation.DecisionClock.for_replica`), so with round-robin routing a decision
+wakes the replicas it may reach, not all of them.
 
 With ``sample_s`` set, each replica records (running, waiting, KV blocks used) every
 ``sample_s`` seconds as it goes, as vLLM's periodic metrics logger does
@@ -88,7 +91,10 @@ class Recorder:
     ``scheduled_s`` is when a request first joined the running batch, ``first_token_s`` its
     first token, ``finish_s`` its last; ``preemptions`` counts how often it was preempted.
     ``listeners`` are called with the indices of requests as they finish (and the time), so
-    feedback-driven policies can learn from completions as a server would.
+    feedback-driven policies can learn from completions as a server would.  With ``defer``
+    they are called from :meth:`flush` instead, in time order, for the completions up to the
+    time flushed: replicas may then compute (and finish requests) past the next decision, and
+    the decision still hears of exactly the completions before it.
     """
 
     def __init__(self, n: int):
@@ -98,6 +104,9 @@ class Recorder:
         self.replica = np.full(n, -1, dtype=INT)
         self.preemptions = np.zeros(n, dtype=np.int32)
         self.listeners: list = []
+        self.defer = False
+        self._pending: list[tuple[float, int, np.ndarray]] = []  # (time, seq, idx), a heap
+        self._seq = 0
 
     def mark_finished(self, idx, now: float) -> None:
         """Requests ``idx`` (an index array or list) finished at ``now``."""
@@ -109,6 +118,19 @@ class Recorder:
             self.finish_s[idx] = now
         if self.listeners:
             idx = np.asarray(idx, dtype=INT)
+            if self.defer:
+                heappush(self._pending, (now, self._seq, idx))
+                self._seq += 1
+                return
+            for listener in self.listeners:
+                listener(idx, now)
+
+    def flush(self, upto: float = float("inf")) -> None:
+        """Tell the listeners of the deferred completions at times <= ``upto``, in time order
+        (ties in the order they were recorded)."""
+        pending = self._pending
+        while pending and pending[0][0] <= upto:
+            now, _, idx = heappop(pending)
             for listener in self.listeners:
                 listener(idx, now)
 

@@ -27,7 +27,8 @@ from policies.base import REGISTRY, RunContext
 from policies.budget import per_query_budget, utilisation_token_rate
 from policies.training import training_split
 from policies.truth import TrueCurves
-from sim.core.allocation import DecisionClock, Decisions, allocation_process, decide_ahead
+from sim.core.allocation import (DecisionClock, Decisions, allocation_process, decide_ahead,
+                                 decision_groups)
 from sim.core.early_exit import ExitLog, record_exits
 from sim.core.engine import EngineConfig, Recorder, Replica, Router, sample_timeseries
 from sim.foundation.errors import UserError
@@ -80,14 +81,23 @@ def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float,
     rec = Recorder(n)
     dec = Decisions.empty(n)
     gen = np.zeros(n, dtype=np.int64)
-    ahead = not policy.wants_feedback and (cfg.replicas == 1 or cfg.routing != "least-loaded")
-    # Replicas compute ahead up to the next allocation decision (none left when decided ahead).
-    clock = (lambda: float("inf")) if ahead else DecisionClock()
-    # Decided ahead, every request is fed before the run and nothing else can reach a replica:
-    # each replica serves its whole schedule without SimPy (Replica.run_ahead).
-    replicas = [Replica(env, cfg, wl.prompt_tokens, gen, rec, r, external=clock, ahead=ahead)
-                for r in range(cfg.replicas)]
+    static = cfg.replicas == 1 or cfg.routing != "least-loaded"
+    ahead = not policy.wants_feedback and static
+    replicas: list[Replica] = []
     router = Router(replicas, cfg.routing)
+    groups = None
+    if ahead:
+        # Decided ahead, every request is fed before the run and nothing else can reach a
+        # replica: each replica serves its whole schedule without SimPy (Replica.run_ahead).
+        clock = None
+    else:
+        # Replicas compute ahead up to the next allocation decision that could reach them.
+        groups = decision_groups(policy.timing, wl.arrival_s)
+        clock = (DecisionClock([t for t, _ in groups], [len(g) for _, g in groups], router,
+                               cfg.replicas) if static else DecisionClock())
+    replicas.extend(Replica(env, cfg, wl.prompt_tokens, gen, rec, r, ahead=ahead,
+                            external=None if ahead else clock.for_replica(r))
+                    for r in range(cfg.replicas))
     exits = None if policy.exit_rule is None else ExitLog(wl, policy.exit_rule,
                                                           semantics or wl.semantics, where)
     if ahead:  # decisions depend on the arrivals only: make them all now, route them at once
@@ -97,8 +107,9 @@ def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float,
             r.run_ahead()
     else:
         env.process(allocation_process(env, policy, wl, target, router.dispatch, dec, gen, rec,
-                                       exits, clock))
+                                       exits, clock, groups))
     env.run()
+    rec.flush()  # completions after the last decision (the policy's account ends complete)
     budget = dec.budget
     needed = wl.tokens_needed
     abandoned = budget == 0
