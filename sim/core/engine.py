@@ -579,7 +579,8 @@ class Replica:
                 self._apply_stretch(jh, j, dt, t)
                 continue
             if waiting and not self.pre:
-                t_end = self._admit_whole(t, horizon)
+                # (Without SimPy a step may end past the horizon: nothing waits on it.)
+                t_end = self._admit_whole(t, _INF if ahead else horizon)
                 if t_end is not None:
                     t = t_end
                     continue
@@ -773,12 +774,13 @@ class Replica:
 
     def _admit_whole(self, t: float, horizon: float) -> float | None:
         """The commonest general step, planned and applied at once when nothing outside can
-        happen while it runs (it ends by ``horizon``): no prefill in progress, the cache
-        certainly large enough, and every request admitted this step fits its whole
-        (re)prefill in it, so each leaves the step decoding (or finished).  Same arithmetic as
-        :meth:`_plan_step` then :meth:`_apply_step`; returns the step's end, or None (nothing
-        changed) when the general path is needed: a partial first chunk, a possible KV
-        shortage, a sample due, or an event during the step."""
+        happen while it runs (it ends by ``horizon``): no prefill in progress and the cache
+        certainly large enough.  Every request admitted but the last fits its whole
+        (re)prefill in the step, so each leaves it decoding (or finished); the last may take
+        what is left of the token budget as a first chunk and go on prefilling.  Same
+        arithmetic as :meth:`_plan_step` then :meth:`_apply_step`; returns the step's end, or
+        None (nothing changed) when the general path is needed: a possible KV shortage, a
+        sample due, or an event during the step."""
         cfg = self.cfg
         dec = self._dec
         n = len(dec)
@@ -796,13 +798,16 @@ class Replica:
         # whole would get a partial chunk, so leave this step to the general path.
         targets = []
         prefill = 0
+        partial = 0  # tokens of the first chunk of a last admitted request that does not fit
         item = prompt.item
         for i in waiting:
             if len(targets) >= room or budget <= 0:
                 break
             target = item(i) + (emitted.get(i, 0) if emitted else 0)
             if target > budget:
-                return None
+                partial, part_target = budget, target
+                prefill += budget
+                break
             targets.append(target)
             prefill += target
             budget -= target
@@ -832,6 +837,13 @@ class Replica:
                 fin.append(i)
             else:
                 to_dec.append((i, target, g - o - 1))
+        if partial:  # admitted last, it goes on prefilling in the next steps
+            i = waiting.popleft()
+            o = emitted.pop(i, 0) if emitted else 0
+            if sched.item(i) != sched.item(i):
+                sched[i] = t
+            self.pre.append([i, partial, part_target, o])
+            self.kv_pre += -(-partial // bs)
         if to_dec:
             self._add_decoders(to_dec)
         if fin:
