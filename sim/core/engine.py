@@ -615,7 +615,6 @@ class Replica:
             if admit:
                 return None
         else:
-            bs = cfg.block_size
             first = self._first_chunk_blocks(budget) if admit else 0
             if admit and self._kv_loose(1, first):
                 return None  # admissible now: a general step

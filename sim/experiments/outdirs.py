@@ -63,13 +63,6 @@ def check_out_dir(out: str | os.PathLike, *, allow_existing: bool = False) -> Pa
     return out
 
 
-def partial_dir(out: Path) -> Path:
-    """A fresh hidden folder beside ``out`` to write into before the atomic rename; stale
-    ones from killed runs are removed first."""
-    clean_stale(out.parent)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=PARTIAL, dir=out.parent))
-
-
 def clean_stale(parent: Path, *, older_than_s: float = STALE_S) -> list[Path]:
     """Remove ``.*.partial`` folders in ``parent`` not touched for ``older_than_s``."""
     removed = []

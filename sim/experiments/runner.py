@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +30,8 @@ from sim.core.allocation import (DecisionClock, Decisions, allocation_process, d
 from sim.core.early_exit import ExitLog, record_exits
 from sim.core.engine import EngineConfig, Recorder, Replica, Router, sample_timeseries
 from sim.foundation.errors import UserError
-from sim.foundation.files import terminate_raises
-from sim.experiments.outdirs import check_out_dir, partial_dir, safe_name
+from sim.foundation.files import terminate_raises, write_dir_atomic
+from sim.experiments.outdirs import PARTIAL, check_out_dir, clean_stale, safe_name
 from sim.foundation.spec import safe_load
 from sim.core.metrics import summarise
 from sim.experiments.scenario import load_scenario, resolve_scenario_path
@@ -306,12 +304,7 @@ def write_run(result: RunResult, out: str | os.PathLike, report: bool = True) ->
 
 
 def _write_run_folder(result: RunResult, out: Path, report: bool) -> None:
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = partial_dir(out)
-    except OSError as exc:
-        raise UserError(f"cannot create the output folder ({exc.strerror})", where=str(out)) from None
-    try:
+    def write(tmp: Path) -> None:
         _write_parquet(result.queries, tmp / "queries.parquet")
         if result.timeseries is not None:
             _write_parquet(result.timeseries, tmp / "timeseries.parquet")
@@ -320,19 +313,20 @@ def _write_run_folder(result: RunResult, out: Path, report: bool) -> None:
         (tmp / "bench.json").write_text(json.dumps(bench_by_policy(result.queries), indent=2,
                                                    sort_keys=True) + "\n")
         (tmp / "scenario.yaml").write_text(yaml.safe_dump(result.scenario, sort_keys=False))
-        if report:  # inside the temp folder, so the rename below publishes it with the rest
+        if report:  # inside the temp folder, so the rename publishes it with the rest
             from sim.experiments.report import write_report
             write_report(tmp, queries=result.queries, summary=result.summary)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(out.parent)  # .partial folders of killed runs
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"cannot create the output folder ({exc.strerror})", where=str(out)) from None
+    try:
+        write_dir_atomic(out, write, suffix=PARTIAL)
+    except OSError as exc:
         raise UserError(f"cannot write the run folder ({exc.strerror or exc})",
                         where=str(out)) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def run(scenario: str = "default", *, out: str | os.PathLike | None = None, seed: int | None = None,

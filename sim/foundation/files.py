@@ -1,10 +1,12 @@
 """Atomic file writes: a reader (or a resumed sweep, or a crashed collection) never sees a
-half-written file.  Every output clearsim writes goes through :func:`write_atomic`, and
+half-written file.  Every output clearsim writes goes through :func:`write_atomic` (or, for a
+folder, :func:`write_dir_atomic`), and
 :func:`terminate_raises` lets a SIGTERM run the cleanup of a folder being written."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -40,6 +42,32 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], *,
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, fsync: bool = False) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), fsync=fsync)
+
+
+def write_dir_atomic(path: str | os.PathLike, write: Callable[[Path], None], *,
+                     replace: bool = False, suffix: str = ".tmp") -> Path:
+    """Build the folder ``path`` via ``write(tmp)`` in a hidden ``.<name>.<random><suffix>``
+    folder beside it, then rename it into place: a reader never sees a half-built folder, and
+    a failure (or a SIGTERM under :func:`terminate_raises`) leaves nothing.
+
+    An existing ``path`` is replaced whole with ``replace``; otherwise it must be an empty
+    folder (callers check that up front), removed just before the rename.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent))
+    try:
+        write(tmp)
+        if path.exists():
+            if replace:
+                shutil.rmtree(path)
+            else:
+                path.rmdir()
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
 
 
 @contextmanager

@@ -450,11 +450,15 @@ def test_default_folders_stay_under_runs_and_sweeps(name, expected):
 def test_stale_partial_folders_of_killed_runs_are_removed(tmp_path):
     import time
 
-    from sim.experiments.outdirs import clean_stale, partial_dir
+    from sim.experiments.outdirs import clean_stale
+    from sim.experiments.runner import simulate, write_run
 
     old = tmp_path / ".r-1.abc.partial"
     old.mkdir()
     os.utime(old, (time.time() - 7200, time.time() - 7200))
-    fresh = partial_dir(tmp_path / "r-2")  # a run writing now: cleans the stale one only
-    assert not old.exists() and fresh.is_dir()
+    busy = tmp_path / ".r-3.def.partial"  # another run writing now
+    busy.mkdir()
+    write_run(simulate("default", queries=40), tmp_path / "r-2", report=False)
+    assert not old.exists() and busy.is_dir()  # the stale one only
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".r-3.def.partial", "r-2"]
     assert clean_stale(tmp_path) == []  # the fresh one is not stale

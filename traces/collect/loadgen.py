@@ -27,8 +27,6 @@ completed (files built in a temporary folder, then renamed), so nothing is half-
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import threading
 import time
 import urllib.error
@@ -40,8 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.foundation.errors import UserError
-from sim.foundation.files import write_text_atomic
-from sim.foundation.files import terminate_raises
+from sim.foundation.files import terminate_raises, write_dir_atomic
 from traces.collect.endpoint import parse_endpoint, sse_chunks
 from traces.collect.timing import (
     SCHEMA_VERSION,
@@ -203,21 +200,15 @@ def record_one(url: str, out_dir: str | Path, *, rate: float, requests: int, see
     if kv.get("num_gpu_blocks"):
         meta["kv_cache"] = {"num_gpu_blocks": kv["num_gpu_blocks"],
                             "block_size": kv.get("block_size") or 16}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    def write(tmp: Path) -> None:
         (tmp / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows),
                                             encoding="utf-8")
         (tmp / "timeseries.csv").write_text(
             ",".join(TIMESERIES_HEADER) + "\n" + "".join(",".join(map(str, t)) + "\n" for t in ticks),
             encoding="utf-8")
-        write_text_atomic(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+    write_dir_atomic(out_dir, write, replace=True)
     return meta
 
 

@@ -19,11 +19,10 @@ transformers, tokenizers).
 from __future__ import annotations
 
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 from sim.foundation.errors import UserError
+from sim.foundation.files import write_dir_atomic
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
@@ -78,9 +77,8 @@ def build_tiny_model(out: str | Path, *, layers: int = 2, hidden: int = 128, hea
                         "to replace it", where=str(out))
     torch, transformers, tk = _imports()
     Tokenizer, decoders, models, pre_tokenizers, trainers = tk
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -103,12 +101,8 @@ def build_tiny_model(out: str | Path, *, layers: int = 2, hidden: int = 128, hea
         torch.manual_seed(seed)
         model = transformers.Qwen2ForCausalLM(cfg).to(torch.float32)
         model.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_dir_atomic(out, write, replace=True)
     return out
 
 

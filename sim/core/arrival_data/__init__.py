@@ -51,33 +51,20 @@ def data_dir() -> Path:
 
 
 def read_source(path: Path) -> pd.DataFrame:
-    """Arrival seconds from the first request and token counts of a public trace file.
-
-    A file that is not the expected trace (unreadable, or missing its timestamp and input
-    length columns) is a :class:`UserError` naming it."""
-    try:
-        if path.suffix == ".jsonl":
-            df = pd.read_json(path, lines=True)
-            t = df["timestamp"].to_numpy(dtype=float) / 1000.0
-            inp, out = df["input_length"], df.get("output_length")
-        else:
-            df = pd.read_csv(path)
-            t = pd.to_datetime(df["TIMESTAMP"]).astype("int64").to_numpy() / 1e9
-            inp, out = df["ContextTokens"], df.get("GeneratedTokens")
-        inp = inp.to_numpy(dtype=np.int32)
-        out = np.zeros(len(t), dtype=np.int32) if out is None else out.to_numpy(dtype=np.int32)
-    except (KeyError, ValueError, TypeError, OSError) as exc:
-        cols = ("timestamp, input_length[, output_length]" if path.suffix == ".jsonl"
-                else "TIMESTAMP, ContextTokens[, GeneratedTokens]")
-        raise UserError(f"not a readable arrival trace with columns {cols} "
-                        f"({type(exc).__name__}: {exc}); use the public file named in SOURCES",
-                        where=str(path)) from None
-    if len(t) == 0 or not np.isfinite(t).all():
-        raise UserError("no requests, or timestamps that are not finite numbers", where=str(path))
+    """Arrival seconds from the first request and token counts of a public trace file."""
+    if path.suffix == ".jsonl":
+        df = pd.read_json(path, lines=True)
+        t = df["timestamp"].to_numpy(dtype=float) / 1000.0
+        inp, out = df["input_length"], df.get("output_length")
+    else:
+        df = pd.read_csv(path)
+        t = pd.to_datetime(df["TIMESTAMP"]).astype("int64").to_numpy() / 1e9
+        inp, out = df["ContextTokens"], df.get("GeneratedTokens")
     order = np.argsort(t, kind="stable")
+    out = np.zeros(len(t), dtype=np.int32) if out is None else out.to_numpy(dtype=np.int32)
     return pd.DataFrame({
         "arrival_s": (t - t.min())[order],
-        "input_tokens": inp[order],
+        "input_tokens": inp.to_numpy(dtype=np.int32)[order],
         "output_tokens": out[order],  # 0 where the file has no output lengths
     })
 
@@ -100,7 +87,13 @@ def build(arrivals_dir: str | Path, out_dir: str | Path | None = None) -> list[P
         raise UserError("the output is a file, not a folder", where=str(out))
     tables = {}
     for alias, (fname, prov) in SOURCES.items():
-        table = pa.Table.from_pandas(read_source(arrivals_dir / fname), preserve_index=False)
+        try:
+            df = read_source(arrivals_dir / fname)
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            raise UserError(f"not the public trace this file should be ({exc.__class__.__name__}: "
+                            f"{str(exc)[:80]}); restore it from the source named in its "
+                            "provenance", where=str(arrivals_dir / fname)) from None
+        table = pa.Table.from_pandas(df, preserve_index=False)
         meta = {"alias": alias, "source_file": fname, **prov}
         tables[alias] = table.replace_schema_metadata({b"clearsim": json.dumps(meta, sort_keys=True)})
     written = []
