@@ -1,4 +1,5 @@
-"""Regenerate the tables of docs/validation.md: calibration against every recorded vLLM run,
+"""Regenerate the tables of docs/validation.md: calibration against every recorded vLLM run
+(the shared GPU runs, then the CPU runs shipped in sim/calibration_data/cpu_runs),
 the out-of-sample table (GPU pair both ways, CPU runs fit at one load), and the queueing-theory
 estimates.
 
@@ -27,7 +28,8 @@ def calibration(root: Path) -> str:
     out = ["| run | flags | c0 ms | c1 us/tok | c2 us/seq | TTFT mean / p50 / p90 | TPOT mean / p50 / p90 "
            "| E2E mean / p50 / p90 | stage-1 only: E2E p50, TPOT mean | target |",
            "|---|---|---|---|---|---|---|---|---|---|"]
-    for d in sorted(p for p in root.iterdir() if (p / "requests.jsonl").is_file()):
+    runs = lambda folder: sorted(p for p in folder.iterdir() if (p / "requests.jsonl").is_file())
+    for d in runs(root) + (runs(CPU_RUNS) if CPU_RUNS.is_dir() else []):
         res = calibrate(d, kv_blocks=KV_FROM_SIBLING.get(d.name))
         err = {(r["metric"], r["stat"]): r["error"] for r in res["rows"]}
         run = load_run(d, KV_FROM_SIBLING.get(d.name))

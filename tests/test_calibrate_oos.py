@@ -124,3 +124,17 @@ def test_overhead_is_fitted_only_for_client_timed_runs(shared_data):
     _, d_cpu = fit_runs([load_run(CPU_RUNS / "tiny-8L-h1024_r0.7")], max_evals=12)
     _, d_gpu = fit_runs([load_run(_runs(shared_data) / "RTXPRO6000_Llama-3.1-8B_tp1")], max_evals=8)
     assert d_cpu > 0 and d_gpu == 0.0
+
+
+@pytest.mark.parametrize("fit_name,check_name", [("tiny-8L-h1024_r1.2", "tiny-8L-h1024_r0.3"),
+                                                 ("tiny-4L-h512_r1.5", "tiny-4L-h512_r4")])
+def test_out_of_sample_on_cpu_runs_across_loads(fit_name, check_name):
+    """Two CPU pairs of docs/validation.md section 1b that the per-request stage 1 brought within
+    the 10% target (measured: +4.7% / +3.1% and -5.1% / +0.8%; with the time-series stage 1
+    they missed by -19% / -15% and -14% / -6%)."""
+    from sim.experiments.calibrate import out_of_sample
+
+    res = out_of_sample([CPU_RUNS / fit_name], [CPU_RUNS / check_name], max_evals=120)
+    (check,) = res["checks"]
+    assert abs(check["target"]["e2e_median_error"]) <= 0.10, check["target"]
+    assert abs(check["target"]["tpot_mean_error"]) <= 0.10, check["target"]

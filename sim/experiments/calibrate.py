@@ -10,9 +10,14 @@ recorded).  Latencies use that bench's definitions: TTFT and E2E from ``queued_t
 
 The fit has two stages:
 
-1. A per-second regression on ``timeseries.csv`` (each busy second is ``c0 * steps + c1 *
-   prompt tokens + c2 * generated tokens``, with steps ~ generated / running), NNLS: a physical
-   starting point.
+1. A per-request regression of decode times (:mod:`sim.experiments.decode_regression`): a
+   request's ``last - first`` token time spans ``output - 1`` engine steps, so it is ``c0 *
+   (output - 1) + c1 * prompt tokens prefilled meanwhile + c2 * decoding-sequence-steps
+   meanwhile``, both counts rebuilt from the other requests' timestamps; NNLS over every usable
+   request (of every fit run at once), a physical starting point that sees the batch vary
+   within a run.  Constant client-side latencies cancel.  A run with fewer than 10 usable
+   requests falls back to NNLS on its per-second ``timeseries.csv`` (each busy second ``c0 *
+   steps + c1 * prompt tokens + c2 * generated tokens``), then to a generic guess.
 2. Nelder-Mead on ``log(c0, c1, c2)`` minimising the squared log errors of the simulated TTFT,
    TPOT and E2E (mean and median, E2E p90) against the recording, each candidate being a full
    replay through the engine: the coefficients that make *this engine* reproduce the run (the
@@ -34,6 +39,7 @@ from scipy.optimize import minimize, nnls
 
 from sim.core.engine import EngineConfig, Recorder, Replica, Router
 from sim.foundation.errors import UserError
+from sim.experiments.decode_regression import decode_design, fit_design
 from sim.experiments.kv_infer import infer_kv_blocks
 from sim.experiments.recorded import read_recorded
 from sim.core.stepmodels import LinearStepModel
@@ -165,8 +171,28 @@ def real_stats(run: RecordedRun) -> dict[str, dict[str, float]]:
     return {"ttft": stats(run.ttft_s), "tpot": stats(run.tpot_s), "e2e": stats(run.e2e_s)}
 
 
-def initial_fit(run: RecordedRun) -> LinearStepModel:
-    """Stage 1: NNLS on the per-second time series (or a generic guess without one)."""
+#: Stage 1's guess when neither the regression nor the time series can say anything.
+GENERIC_START = LinearStepModel(c0_s=0.01, c1_s=50e-6, c2_s=150e-6)
+
+
+def _model(coef) -> LinearStepModel | None:
+    """A stage-1 result as a step model (None without a fixed cost: Nelder-Mead works on logs,
+    so c1 and c2 get a floor of 1 us)."""
+    if coef is None or not coef[0] > 0:
+        return None
+    return LinearStepModel(c0_s=float(coef[0]), c1_s=float(max(coef[1], 1e-6)),
+                           c2_s=float(max(coef[2], 1e-6)))
+
+
+def _decode_design(run: RecordedRun):
+    """The run's per-request decode regression rows (sim/experiments/decode_regression.py)."""
+    first, last = run.arrival_s + run.ttft_s, run.arrival_s + run.e2e_s
+    return decode_design(first, last, run.prompt, run.output, run.flags["replicas"])
+
+
+def _timeseries_fit(run: RecordedRun) -> LinearStepModel | None:
+    """Stage 1's fallback: NNLS on the per-second time series (each busy second is ``c0 * steps
+    + c1 * prompt tokens + c2 * generated tokens``, steps ~ generated / running)."""
     ts = run.timeseries
     if ts is not None and {"prompt_throughput", "gen_throughput", "running"} <= set(ts.columns):
         busy = ts[(ts["running"] > 0) & (ts["gen_throughput"] > 0)]
@@ -176,9 +202,34 @@ def initial_fit(run: RecordedRun) -> LinearStepModel:
             steps = busy["gen_throughput"] / busy["running"]
             A = np.column_stack([steps, busy["prompt_throughput"] / r, busy["gen_throughput"] / r])
             coef, _ = nnls(A, np.ones(len(busy)))
-            if coef[0] > 0:
-                return LinearStepModel(c0_s=coef[0], c1_s=max(coef[1], 1e-6), c2_s=max(coef[2], 1e-6))
-    return LinearStepModel(c0_s=0.01, c1_s=50e-6, c2_s=150e-6)
+            return _model(coef)
+    return None
+
+
+def initial_fit(run: RecordedRun) -> LinearStepModel:
+    """Stage 1 on one run: the per-request decode-time regression, else the time-series NNLS,
+    else a generic guess."""
+    return initial_fit_runs([run])
+
+
+def initial_fit_runs(runs: list[RecordedRun]) -> LinearStepModel:
+    """Stage 1 on several runs: one NNLS over every run's decode-regression rows stacked
+    (:mod:`sim.experiments.decode_regression`; rows in seconds, see ``fit_design`` for why not
+    relative).  If a run has fewer than ``MIN_REQUESTS`` usable requests, or the joint fit finds
+    no fixed cost: the geometric mean of the runs' own stage-1 fits, each the regression, else
+    the time series (:func:`_timeseries_fit`), else the generic guess."""
+    designs = [_decode_design(r) for r in runs]
+    joint = _model(fit_design(designs))
+    if joint is not None:
+        return joint
+    fits = []
+    for run, design in zip(runs, designs):
+        own = _model(fit_design([design])) if len(runs) > 1 else None
+        fits.append(own or _timeseries_fit(run) or GENERIC_START)
+    if len(fits) == 1:
+        return fits[0]
+    g = np.exp(np.log([[m.c0_s, m.c1_s, m.c2_s] for m in fits]).mean(axis=0))
+    return LinearStepModel(float(g[0]), float(g[1]), float(g[2]))
 
 
 def _loss(sim: dict, real: dict) -> float:
@@ -198,8 +249,8 @@ OVERHEAD_START_S = 0.01
 def fit_runs(runs: list[RecordedRun], start: LinearStepModel | None = None,
              max_evals: int = 160) -> tuple[LinearStepModel, float]:
     """Stage 2 on several runs at once: ``(step model, overhead s)`` minimising the summed loss
-    of every replay (each run with its own flags).  Starts from the geometric mean of the runs'
-    stage-1 fits.
+    of every replay (each run with its own flags).  Starts from the joint stage-1 fit of the
+    runs (:func:`initial_fit_runs`).
 
     When the runs' timestamps were taken by an HTTP client (``client_timing``), a fourth
     parameter is fitted: a constant per-request overhead added to TTFT and E2E, the API
@@ -208,16 +259,14 @@ def fit_runs(runs: list[RecordedRun], start: LinearStepModel | None = None,
     Engine-timed runs (the shared GPU runs) keep it at 0.
     """
     if start is None:
-        firsts = np.array([[m.c0_s, m.c1_s, m.c2_s] for m in map(initial_fit, runs)])
-        g = np.exp(np.log(firsts).mean(axis=0))
-        start = LinearStepModel(float(g[0]), float(g[1]), float(g[2]))
+        start = initial_fit_runs(runs)
     reals = [real_stats(r) for r in runs]
     with_overhead = any(r.flags.get("client_timing") for r in runs)
     x0 = np.log([start.c0_s, start.c1_s, start.c2_s] + ([OVERHEAD_START_S] if with_overhead else []))
     dim = len(x0)
 
     def objective(x):
-        c = np.exp(x)
+        c = np.exp(np.clip(x, -25, 3))  # a wild simplex vertex must not overflow
         step = LinearStepModel(c[0], c[1], c[2])
         d0 = c[3] if with_overhead else 0.0
         return sum(_loss(replay(r, engine_for(r, step), d0), real) for r, real in zip(runs, reals))
@@ -225,7 +274,7 @@ def fit_runs(runs: list[RecordedRun], start: LinearStepModel | None = None,
     res = minimize(objective, x0, method="Nelder-Mead",
                    options={"maxfev": max_evals, "xatol": 0.01, "fatol": 1e-4,
                             "initial_simplex": x0 + np.vstack([np.zeros(dim), 0.3 * np.eye(dim)])})
-    c = np.exp(res.x)
+    c = np.exp(np.clip(res.x, -25, 3))
     return (LinearStepModel(float(c[0]), float(c[1]), float(c[2])),
             float(c[3]) if with_overhead else 0.0)
 
@@ -359,4 +408,4 @@ def format_report(res: dict) -> str:
 
 
 __all__ = ["calibrate", "compare", "cross_check", "fit", "fit_runs", "format_out_of_sample",
-           "format_report", "load_run", "out_of_sample", "replay"]
+           "format_report", "initial_fit", "initial_fit_runs", "load_run", "out_of_sample", "replay"]
