@@ -209,3 +209,34 @@ def _own_share(first, last, output, k):
     share = (output[k] - 1) / (last[k] - first[k]) * overlap
     share[k] = 0.0
     return share
+
+
+def test_a_kv_bound_run_starts_from_its_time_series():
+    """With a cache that holds about one request, half the requests are preempted: their decode
+    windows hold their wait to be recomputed and the regression is biased (c0 halved); stage 1
+    then takes the time-series fit.  Without a cache limit the same run keeps the regression."""
+    from sim.experiments.calibrate import KV_BOUND_SHARE, _decode_design, _kv_bound
+    from sim.experiments.decode_regression import fit_design
+
+    run, first, last, sim = _recorded(_kv_run())
+    assert (sim["preemptions"] > 0).mean() > 0.2  # really KV-bound
+    own = fit_design([_decode_design(run)])
+    assert own[0] < 0.8 * TRUE[0]  # the bias this guards against
+    run.timeseries = _timeseries()
+    assert _kv_bound(run, LinearStepModel(*own))
+    assert initial_fit(run) == _timeseries_fit(run)
+    free = dict(run.flags, kv_blocks=None)
+    unbound = RecordedRun(run.name, run.arrival_s, run.prompt, run.output, run.ttft_s,
+                          run.tpot_s, run.e2e_s, free, run.timeseries)
+    assert not _kv_bound(unbound, LinearStepModel(*own))
+    m = initial_fit(unbound)
+    assert (m.c0_s, m.c1_s, m.c2_s) == pytest.approx(tuple(np.maximum(own, [0, 1e-6, 1e-6])),
+                                                     rel=1e-12)
+    assert 0 < KV_BOUND_SHARE < 0.1
+
+
+def _kv_run():
+    """The synthetic workload with a cache of 40 blocks (640 tokens) for max_num_seqs 8."""
+    run = _synthetic(3, 0, n=200)
+    run.flags["kv_blocks"] = 40
+    return run

@@ -16,8 +16,10 @@ The fit has two stages:
    meanwhile``, both counts rebuilt from the other requests' timestamps; NNLS over every usable
    request (of every fit run at once), a physical starting point that sees the batch vary
    within a run.  Constant client-side latencies cancel.  A run with fewer than 10 usable
-   requests falls back to NNLS on its per-second ``timeseries.csv`` (each busy second ``c0 *
-   steps + c1 * prompt tokens + c2 * generated tokens``), then to a generic guess.
+   requests, or a KV-bound one (its replay with its own regression fit preempts: preempted
+   requests' windows hold waits the regression would read as steps), falls back to NNLS on its
+   per-second ``timeseries.csv`` (each busy second ``c0 * steps + c1 * prompt tokens + c2 *
+   generated tokens``), then to a generic guess.
 2. Nelder-Mead on ``log(c0, c1, c2)`` minimising the squared log errors of the simulated TTFT,
    TPOT and E2E (mean and median, E2E p90) against the recording, each candidate being a full
    replay through the engine: the coefficients that make *this engine* reproduce the run (the
@@ -212,20 +214,39 @@ def initial_fit(run: RecordedRun) -> LinearStepModel:
     return initial_fit_runs([run])
 
 
+#: A run whose replay with its own regression fit preempts more than this share of its requests
+#: is KV-bound: its requests' decode windows include the time they waited to be recomputed, which
+#: the regression reads as steps (on the RTX 4090 runs, about half the requests: c1 came out
+#: 1-8 us/token instead of ~100), so stage 1 takes its time-series fit instead.
+KV_BOUND_SHARE = 0.01
+
+
+def _kv_bound(run: RecordedRun, step: LinearStepModel) -> bool:
+    if run.flags["kv_blocks"] is None:
+        return False
+    pre = replay(run, engine_for(run, step))["preemptions"]
+    return bool((pre > 0).sum() > KV_BOUND_SHARE * len(pre))
+
+
 def initial_fit_runs(runs: list[RecordedRun]) -> LinearStepModel:
     """Stage 1 on several runs: one NNLS over every run's decode-regression rows stacked
     (:mod:`sim.experiments.decode_regression`; rows in seconds, see ``fit_design`` for why not
-    relative).  If a run has fewer than ``MIN_REQUESTS`` usable requests, or the joint fit finds
-    no fixed cost: the geometric mean of the runs' own stage-1 fits, each the regression, else
-    the time series (:func:`_timeseries_fit`), else the generic guess."""
+    relative).  A KV-bound run (its replay with its own regression fit preempts more than
+    :data:`KV_BOUND_SHARE` of its requests) takes its time-series fit instead: preempted
+    requests' windows include their wait to be recomputed, which the regression cannot tell
+    from steps.  If a run has fewer than ``MIN_REQUESTS`` usable requests, is KV-bound, or the
+    joint fit finds no fixed cost: the geometric mean of the runs' own stage-1 fits, each the
+    time series for a KV-bound run, else the regression, else the time series
+    (:func:`_timeseries_fit`), else the generic guess."""
     designs = [_decode_design(r) for r in runs]
-    joint = _model(fit_design(designs))
-    if joint is not None:
-        return joint
-    fits = []
-    for run, design in zip(runs, designs):
-        own = _model(fit_design([design])) if len(runs) > 1 else None
-        fits.append(own or _timeseries_fit(run) or GENERIC_START)
+    own = [_model(fit_design([d])) for d in designs]
+    bound = [m is not None and _kv_bound(r, m) for r, m in zip(runs, own)]
+    if not any(bound):
+        joint = _model(fit_design(designs)) if len(runs) > 1 else own[0]
+        if joint is not None:
+            return joint
+    fits = [(_timeseries_fit(r) or m) if b else (m or _timeseries_fit(r)) or GENERIC_START
+            for r, m, b in zip(runs, own, bound)]
     if len(fits) == 1:
         return fits[0]
     g = np.exp(np.log([[m.c0_s, m.c1_s, m.c2_s] for m in fits]).mean(axis=0))

@@ -38,15 +38,15 @@ def register(sub) -> None:
         "TTFT, TPOT and E2E (mean, median, p90) with the error of each and the coefficients. "
         "The fit starts from a regression of every request's decode time (last - first token: "
         "output - 1 steps) on the prefill tokens and decoding sequences the other requests' "
-        "timestamps put in its window (a run with fewer than 10 usable requests: the per-second "
-        "timeseries.csv), then refines it by Nelder-Mead over full replays; client-timed runs "
+        "timestamps put in its window (a run with fewer than 10 usable requests, or a KV-bound "
+        "one whose replay preempts: the per-second timeseries.csv), then refines it by "
+        "Nelder-Mead over full replays; client-timed runs "
         "also get a per-request API-server overhead. "
         "With --fit and --check: fit on some runs together, report the errors on others (out of "
         "sample; target median E2E and mean TPOT within 10%). On the shared runs "
         "(docs/validation.md) that is met on 10 of 16 checks: both RTX 4090 runs of one model "
         "predict each other, CPU runs miss where the check run is saturated or the fit saw only "
-        "another end of the load range. Runs that preempt (KV-bound) may get an unphysical prefill "
-        "cost c1 from the fit.",
+        "another end of the load range.",
         epilog="Every run folder is checked first (sim/experiments/recorded.py): a broken requests.jsonl, "
         "meta.json or timeseries.csv is one error line naming the file, line and field. "
         + LIMITS_HELP)
