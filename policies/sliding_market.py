@@ -117,6 +117,7 @@ class SlidingMarket:
         self.sl: list[float] = []  # the eligible thresholds of the window, sorted
         self.buf = np.empty(int(history))  # the same, as an array (first len(sl) entries)
         self.w_prev = 0.5
+        self.j_prev = 1  # the rank :meth:`_at_event` found last
         self.fallbacks = 0  # how many arrivals the reference had to decide (for tests)
 
     # -- the window ---------------------------------------------------------------------------
@@ -173,19 +174,32 @@ class SlidingMarket:
         return min(cc, nu), max(ca - nu, 0)
 
     def _demand(self, w: float) -> float:
-        """ClearMarket.demand(w)."""
-        n1, n2 = self._n12(self._key(w))
-        xs = (1.0 - w) / self.beta
-        return float(self._prefix(n1) + n1 * xs + n2 * self.b_max)
+        """ClearMarket.demand(w) (the same float operations in the same order, on Python
+        floats), memoised for the current arrival like :meth:`_key`."""
+        d = self.dems.get(w)
+        if d is None:
+            k = self.keys.get(w)
+            if k is None:
+                k = self.keys[w] = self._key_at(w)
+            cc, nu, ca = k
+            n1 = cc if cc < nu else nu
+            n2 = ca - nu if ca > nu else 0
+            xs = (1.0 - w) / self.beta
+            d = self.dems[w] = (self.cs.item(n1 - 1) if n1 > 0 else 0.0) + n1 * xs + n2 * self.b_max
+        return d
 
-    def _prefix(self, k: int):
-        return self.cs[k - 1] if k > 0 else 0.0
+    def _prefix(self, k: int) -> float:
+        return self.cs.item(k - 1) if k > 0 else 0.0
 
     def _whole(self, w: float) -> int:
-        """ClearMarket.whole_demand(w)."""
-        n1, n2 = self._n12(self._key(w))
-        xs = (1.0 - w) / self.beta
-        return int(np.floor(self.buf[:n1] + xs).sum()) + n2 * int(math.floor(self.b_max))
+        """ClearMarket.whole_demand(w), memoised for the current arrival."""
+        d = self.wholes.get(w)
+        if d is None:
+            n1, n2 = self._n12(self._key(w))
+            xs = (1.0 - w) / self.beta
+            d = self.wholes[w] = (int(np.floor(self.buf[:n1] + xs).sum())
+                                  + n2 * int(math.floor(self.b_max)))
+        return d
 
     # -- closed forms inside a piece ----------------------------------------------------------
     def _root_real(self, key, budget: float) -> float:
@@ -251,7 +265,7 @@ class SlidingMarket:
         if c1 > c0 or u1 < u0 or a1 > a0:
             return None
         runs = ((0, c1, c0 - c1), (1, u0, u1 - u0), (2, a1, a0 - a1))
-        total = sum(r[2] for r in runs)
+        total = (c0 - c1) + (u1 - u0) + (a0 - a1)
         for kind, start, count in runs:  # equal thresholds change status at the same w
             if count == total and total > 1 and self.sl[start] == self.sl[start + count - 1]:
                 return 1, (kind, start)
@@ -334,6 +348,58 @@ class SlidingMarket:
             probe = r if lo < r < hi and r != probe else -1.0  # -1: choose again
         raise _Fallback
 
+    def _at_event(self, pred, budget: float):
+        """The whole-token price when it is the w at which one threshold leaves the cut-off
+        (the usual case: a query leaving drops the demand by its whole cap), else None.
+
+        The candidate is the c-th lowest threshold for the largest c whose estimated demand
+        there (c funded queries at that w's x*, about half a token each lost to rounding
+        down) is within ``budget``, found by galloping over ranks from the previous arrival's
+        (the estimate grows with c).  Its w is pinned to the float where its status flips
+        (:func:`first_true` on the reference's cut-off test) and accepted only if ``pred``
+        holds there and not one float below: the predicate is monotone, so that float is its
+        only flip, the one :meth:`_solve` finds from any start."""
+        n = len(self.sl)
+        if n < 2:
+            return None
+        cs, sl, beta, event_w = self.cs, self.sl, self.beta, self._event_w
+
+        def est(j):  # estimated whole demand just above the event of rank j (j funded)
+            return cs.item(j - 1) + j * ((1.0 - event_w(0, sl[j])) / beta - 0.5)
+
+        j = min(max(self.j_prev, 1), n - 1)
+        if est(j) <= budget:  # answer at rank >= j: gallop up
+            lo, step = j, 1
+            hi = n
+            while lo + step < n:
+                if est(lo + step) <= budget:
+                    lo, step = lo + step, step * 2
+                else:
+                    hi = lo + step
+                    break
+        else:  # gallop down
+            hi, step = j, 1
+            lo = 0
+            while hi - step >= 1:
+                if est(hi - step) <= budget:
+                    lo = hi - step
+                    break
+                hi, step = hi - step, step * 2
+        while hi - lo > 1:  # est(lo) <= budget < est(hi) (lo 0: none fits)
+            m = (lo + hi) // 2
+            if est(m) <= budget:
+                lo = m
+            else:
+                hi = m
+        if lo < 1:
+            return None
+        self.j_prev = lo
+        t = self.sl[lo]
+        e = first_true(self._event_pred(0, t), event_w(0, t), 0.0, 1.0)
+        if e < 1.0 and pred(e) and not pred(_float(_bits(e) - 1)):
+            return e
+        return None
+
     # -- one arrival ---------------------------------------------------------------------------
     def post(self, tau: float, budget: float, leftover: str = "spread") -> tuple[int, float]:
         """Add an arrival with predicted threshold ``tau`` and :meth:`allocate_last`."""
@@ -361,7 +427,7 @@ class SlidingMarket:
         beta, b_max = self.beta, self.b_max
         bm = int(math.floor(b_max))
         whole_budget = int(math.floor(budget))
-        self.keys = {}
+        self.keys, self.dems, self.wholes = {}, {}, {}
         if self._demand(0.0) <= budget:
             w = 0.0
         else:
@@ -373,7 +439,9 @@ class SlidingMarket:
             def fits_whole(v):
                 # whole demand is within [D - n1, D] up to rounding (each floor loses < 1
                 # token): decide from the scalar D when it is clear, else sum the floors
-                d, n1 = self._demand(v), self._n12(self._key(v))[0]
+                d = self._demand(v)
+                cc, nu, _ = self.keys[v]  # set by _demand
+                n1 = cc if cc < nu else nu
                 slack = 1e-6 * (abs(d) + 1.0)
                 if d + slack <= budget:
                     return True
@@ -384,8 +452,10 @@ class SlidingMarket:
             if fits_whole(0.0):
                 ww = 0.0
             else:
-                ww = self._solve(fits_whole, root_whole, self.w_prev,
-                                 local=lambda k, g: self._local_whole(k, g, budget))
+                ww = self._at_event(fits_whole, budget)
+                if ww is None:
+                    ww = self._solve(fits_whole, root_whole, self.w_prev,
+                                     local=lambda k, g: self._local_whole(k, g, budget))
             d = self._demand(ww)
             if d <= budget:  # the real clearing price is at most ww: it is the answer
                 w = ww
@@ -411,8 +481,7 @@ class SlidingMarket:
         xs = (1.0 - w) / beta
         cut = math.inf if w <= 0 else (1.0 - w) ** 2 / (beta * w)
         unc_hi = b_max - xs
-        fb = np.floor(s[:n1] + xs)
-        spare = whole_budget - (int(fb.sum()) + n2 * bm)
+        spare = whole_budget - self._whole(w)  # floor(budget) - the whole-token demand
         mine = 0
         if tau < cut and tau <= unc_hi:
             mine = int(math.floor(tau + xs))
@@ -421,7 +490,7 @@ class SlidingMarket:
         give = None  # the next-in-line query's new cap
         if leftover in ("next-in-line", "spread") and spare > 0:
             cheapest = None  # smallest eligible threshold with a cap of 0
-            if n1 and fb[0] == 0:
+            if n1 and math.floor(self.sl[0] + xs) == 0:  # the lowest funded cap is 0
                 cheapest = self.sl[0]
             elif n1 < key[1]:
                 cheapest = self.sl[n1]
@@ -436,18 +505,22 @@ class SlidingMarket:
                 give = g  # the next-in-line query's cap (it had none: not among fb > 0)
                 spare -= g
         if leftover == "spread" and spare > 0 and 0 < mine < bm:
-            heads = bm - fb[(fb > 0) & (fb < bm)].astype(np.int64)
+            # the funded caps floor(tau + x*) rise with tau: those in (0, b_max) are a run
+            # of ranks, and their headrooms b_max - cap, read backwards, are sorted
+            fb = np.floor(s[:n1] + xs)
+            i0, i1 = np.searchsorted(fb, (0.5, bm - 0.5)).tolist()  # whole-valued caps
+            heads = (bm - fb[i0:i1][::-1]).astype(np.int64)
             if give is not None and 0 < give < bm:
-                heads = np.append(heads, bm - give)
+                heads = np.insert(heads, int(np.searchsorted(heads, bm - give)), bm - give)
             if spare >= len(heads):  # else no level of 1 or more fits
-                mine += min(bm - mine, _spread_level(heads, spare))
+                mine += min(bm - mine, _spread_level(heads, spare, presorted=True))
         return mine, w * math.exp(w - 1.0)
 
 
-def _spread_level(heads: np.ndarray, spare: int) -> int:
+def _spread_level(heads: np.ndarray, spare: int, presorted: bool = False) -> int:
     """The level :func:`~policies.clear_market.spread_evenly` raises caps by: the largest L in
     [0, max(heads)] with sum(min(heads, L)) <= spare, in closed form over the sorted heads."""
-    h = np.sort(heads)
+    h = heads if presorted else np.sort(heads)
     m = len(h)
     total = int(h.sum())
     if total <= spare:
@@ -456,3 +529,4 @@ def _spread_level(heads: np.ndarray, spare: int) -> int:
     cost_at = before + h * (m - np.arange(m))  # cost of raising to level h[k]
     k = int(np.searchsorted(cost_at, spare, side="right"))
     return int((spare - int(before[k])) // (m - k))
+
