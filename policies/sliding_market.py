@@ -193,13 +193,18 @@ class SlidingMarket:
 
     def _whole(self, w: float) -> int:
         """ClearMarket.whole_demand(w), memoised for the current arrival."""
-        d = self.wholes.get(w)
-        if d is None:
+        return self._floors(w)[1]
+
+    def _floors(self, w: float) -> tuple[np.ndarray, int]:
+        """(floor(tau_i + x*) of the funded uncapped queries, sorted; the whole-token demand)
+        at w, memoised for the current arrival."""
+        r = self.wholes.get(w)
+        if r is None:
             n1, n2 = self._n12(self._key(w))
             xs = (1.0 - w) / self.beta
-            d = self.wholes[w] = (int(np.floor(self.buf[:n1] + xs).sum())
-                                  + n2 * int(math.floor(self.b_max)))
-        return d
+            fb = np.floor(self.buf[:n1] + xs)
+            r = self.wholes[w] = (fb, int(fb.sum()) + n2 * int(math.floor(self.b_max)))
+        return r
 
     # -- closed forms inside a piece ----------------------------------------------------------
     def _root_real(self, key, budget: float) -> float:
@@ -423,7 +428,7 @@ class SlidingMarket:
     def _post(self, tau: float, budget: float, leftover: str) -> tuple[int, float]:
         n = len(self.sl)
         s = self.buf[:n]
-        self.cs = np.cumsum(s)
+        self.cs = s.cumsum()
         beta, b_max = self.beta, self.b_max
         bm = int(math.floor(b_max))
         whole_budget = int(math.floor(budget))
@@ -481,7 +486,8 @@ class SlidingMarket:
         xs = (1.0 - w) / beta
         cut = math.inf if w <= 0 else (1.0 - w) ** 2 / (beta * w)
         unc_hi = b_max - xs
-        spare = whole_budget - self._whole(w)  # floor(budget) - the whole-token demand
+        fb, whole = self._floors(w)
+        spare = whole_budget - whole  # floor(budget) - the whole-token demand
         mine = 0
         if tau < cut and tau <= unc_hi:
             mine = int(math.floor(tau + xs))
@@ -490,7 +496,7 @@ class SlidingMarket:
         give = None  # the next-in-line query's new cap
         if leftover in ("next-in-line", "spread") and spare > 0:
             cheapest = None  # smallest eligible threshold with a cap of 0
-            if n1 and math.floor(self.sl[0] + xs) == 0:  # the lowest funded cap is 0
+            if n1 and fb[0] == 0:
                 cheapest = self.sl[0]
             elif n1 < key[1]:
                 cheapest = self.sl[n1]
@@ -507,7 +513,6 @@ class SlidingMarket:
         if leftover == "spread" and spare > 0 and 0 < mine < bm:
             # the funded caps floor(tau + x*) rise with tau: those in (0, b_max) are a run
             # of ranks, and their headrooms b_max - cap, read backwards, are sorted
-            fb = np.floor(s[:n1] + xs)
             i0, i1 = np.searchsorted(fb, (0.5, bm - 0.5)).tolist()  # whole-valued caps
             heads = (bm - fb[i0:i1][::-1]).astype(np.int64)
             if give is not None and 0 < give < bm:
