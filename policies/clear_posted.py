@@ -80,10 +80,14 @@ class ClearPosted(Policy):
         price = None
         tau_pred = np.asarray(view.tau_pred, dtype=float).tolist()
         for i, now in enumerate(np.asarray(view.arrival_s, dtype=float).tolist()):
-            caps[i], price = self.allocate_one(tau_pred[i], now, budget_tokens)
+            caps[i], price = self._price(tau_pred[i], now)
         return Allocation(caps, shadow_price=price)
 
     def allocate_one(self, tau: float, now: float, budget_tokens: float) -> tuple[int, float]:
+        """:meth:`allocate` of one arrival, in scalars (the runner's per-arrival path)."""
+        return self._price(tau, now)
+
+    def _price(self, tau: float, now: float) -> tuple[int, float]:
         """One arrival (module doc): its cap and the market's price."""
         market, account = self.market, self.account
         market.push(tau)

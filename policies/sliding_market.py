@@ -119,6 +119,7 @@ class SlidingMarket:
         self.w_prev = 0.5
         self.j_prev = 1  # the rank :meth:`_at_event` found last
         self.fallbacks = 0  # how many arrivals the reference had to decide (for tests)
+        self.ranked = 0  # how many whole-token prices the rank search placed (for tests)
 
     # -- the window ---------------------------------------------------------------------------
     def _eligible(self, t: float) -> bool:
@@ -402,6 +403,7 @@ class SlidingMarket:
         t = self.sl[lo]
         e = first_true(self._event_pred(0, t), event_w(0, t), 0.0, 1.0)
         if e < 1.0 and pred(e) and not pred(_float(_bits(e) - 1)):
+            self.ranked += 1
             return e
         return None
 
