@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 import struct
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections import deque
 
 import numpy as np
@@ -136,7 +136,7 @@ class SlidingMarket:
         if self._eligible(tau):
             m = len(self.sl)
             p = bisect_right(self.sl, tau)
-            insort(self.sl, tau)
+            self.sl.insert(p, tau)  # insort, with the position it found
             self.buf[p + 1:m + 1] = self.buf[p:m]
             self.buf[p] = tau
 
@@ -368,10 +368,12 @@ class SlidingMarket:
         n = len(self.sl)
         if n < 2:
             return None
-        cs, sl, beta, event_w = self.cs, self.sl, self.beta, self._event_w
+        cs, sl, beta, sqrt = self.cs, self.sl, self.beta, math.sqrt
 
         def est(j):  # estimated whole demand just above the event of rank j (j funded)
-            return cs.item(j - 1) + j * ((1.0 - event_w(0, sl[j])) / beta - 0.5)
+            bs = beta * sl[j]  # w of its event: _event_w(0, sl[j])
+            e = 2.0 / ((2.0 + bs) + sqrt(bs * (4.0 + bs))) if bs > 0 else 1.0
+            return cs.item(j - 1) + j * ((1.0 - e) / beta - 0.5)
 
         j = min(max(self.j_prev, 1), n - 1)
         if est(j) <= budget:  # answer at rank >= j: gallop up
@@ -401,7 +403,7 @@ class SlidingMarket:
             return None
         self.j_prev = lo
         t = self.sl[lo]
-        e = first_true(self._event_pred(0, t), event_w(0, t), 0.0, 1.0)
+        e = first_true(self._event_pred(0, t), self._event_w(0, t), 0.0, 1.0)
         if e < 1.0 and pred(e) and not pred(_float(_bits(e) - 1)):
             self.ranked += 1
             return e
@@ -529,11 +531,17 @@ def _spread_level(heads: np.ndarray, spare: int, presorted: bool = False) -> int
     [0, max(heads)] with sum(min(heads, L)) <= spare, in closed form over the sorted heads."""
     h = heads if presorted else np.sort(heads)
     m = len(h)
-    total = int(h.sum())
-    if total <= spare:
+    c = h.cumsum()  # c[k - 1]: sum of the heads below rank k
+    if int(c[-1]) <= spare:
         return int(h[-1])
-    before = np.concatenate([[0], np.cumsum(h)[:-1]])  # sum of the heads below rank k
-    cost_at = before + h * (m - np.arange(m))  # cost of raising to level h[k]
-    k = int(np.searchsorted(cost_at, spare, side="right"))
-    return int((spare - int(before[k])) // (m - k))
+    # the first rank k whose level h[k] costs more than spare (the cost c[k - 1] + h[k] (m - k)
+    # rises with k and exceeds spare at the top), by bisection on exact integers
+    lo, hi = 0, m - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if (c.item(mid - 1) if mid else 0) + h.item(mid) * (m - mid) > spare:
+            hi = mid
+        else:
+            lo = mid + 1
+    return int((spare - (c.item(lo - 1) if lo else 0)) // (m - lo))
 
