@@ -44,8 +44,9 @@ two numbers (the new query's cap and the price) another way:
 The two answers agree whenever the reference's bisection converges to the flip of a monotone
 predicate, i.e. always except in rounding coincidences of a few ulps at a change of the funded
 set; anything this class cannot place (a flip below 2^-90, an unusual threshold such as -inf, a
-walk longer than its limit) falls back to :class:`ClearMarket` itself, and
-``tests/policies/test_sliding_market.py`` checks the two against each other.
+walk longer than its limit, a probe so small that ``beta * w`` underflows to 0) falls back to
+:class:`ClearMarket` itself, and ``tests/policies/test_sliding_market.py`` checks the two
+against each other.
 """
 
 from __future__ import annotations
@@ -434,7 +435,7 @@ class SlidingMarket:
             if tau == -math.inf or not budget >= 0:
                 raise _Fallback
             return self._post(tau, float(budget), leftover)
-        except _Fallback:
+        except (_Fallback, ZeroDivisionError):  # the latter: a probe so tiny beta * w underflows
             self.fallbacks += 1
             res = ClearMarket(np.fromiter(self.hist, float), self.beta, self.b_max).allocate(
                 budget, leftover)

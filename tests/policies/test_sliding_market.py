@@ -147,3 +147,14 @@ def test_spread_level_of_presorted_heads(heads, spare):
     level of sorting them first."""
     h = np.sort(np.asarray(heads, dtype=np.int64))
     assert _spread_level(h, spare, presorted=True) == _spread_level(h[::-1].copy(), spare)
+
+
+def test_a_search_probing_underflowing_prices_falls_back_to_the_reference():
+    """A zero threshold beside a funded one at a tiny price (w ~ 1.5e-15) made the float
+    search probe w so small that beta * w underflowed to 0 (ZeroDivisionError).  It now
+    falls back to ClearMarket, which gives the reference's cap and price."""
+    market = SlidingMarket(2, 0.05, 300.0)
+    market.post(250.0, 100.0, "none")
+    got = market.post(0.0, 288.9521541658355, "none")
+    assert got == _reference([250.0, 0.0], 0.05, 300.0, 288.9521541658355, "none")
+    assert market.fallbacks == 1
