@@ -92,11 +92,13 @@ def main(argv=None) -> int:
     if args.check is None:
         return 0
     got, ref = digests(args.out), digests(args.check)
+    if args.only:  # compare the chosen cases only
+        ref = {k: v for k, v in ref.items() if k.split("/")[0] in args.only}
     same = sum(got.get(k) == v for k, v in ref.items())
     print(f"identical: {same} / {len(ref)} reference files")
     for k in sorted(set(ref) | set(got)):
         if got.get(k) != ref.get(k):
-            print(f"differs: {k}")
+            print(f"differs or missing: {k}")
     return 0 if same == len(ref) == len(got) else 1
 
 
