@@ -58,6 +58,7 @@ class BudgetAccount:
         return self.gen_done / self.caps_done if self.caps_done > 0 and self.gen_done > 0 else 1.0
 
     def finished(self, budgets: np.ndarray, tokens_generated: np.ndarray) -> None:
-        self.gen_done += int(np.sum(tokens_generated))
-        self.caps_done += int(np.sum(budgets))
-        self.caps_running -= int(np.sum(budgets))
+        caps = int(budgets.sum())  # whole tokens: exact in any order
+        self.gen_done += int(tokens_generated.sum())
+        self.caps_done += caps
+        self.caps_running -= caps

@@ -104,6 +104,13 @@ class Policy(ABC):
         None if the policy cannot do that (the runner then asks query by query)."""
         return None
 
+    #: Immediate policies that decide a query from its predicted threshold and arrival time
+    #: alone may define ``allocate_one(tau_pred: float, arrival_s: float, budget: float) ->
+    #: (cap: int, shadow_price: float | None)``: what :meth:`allocate` gives a one-query view,
+    #: without building the view and the arrays (the runner's per-arrival path of live
+    #: decisions, :func:`sim.core.allocation.allocation_process`).  None: ask :meth:`allocate`.
+    allocate_one = None
+
     #: Set True in policies that learn from completions (they then get ``on_finished`` calls).
     wants_feedback: ClassVar[bool] = False
     #: Only the ``oracle`` bound sets this: the runner then puts the true curves in its context.

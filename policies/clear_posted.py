@@ -76,21 +76,29 @@ class ClearPosted(Policy):
         return min(max(eff / self.account.usage(), 0.0), float(self.params["b_max"]))
 
     def allocate(self, view: QueryView, budget_tokens: float) -> Allocation:
-        leftover, market = self.params["leftover"], self.market
         caps = np.zeros(len(view), dtype=np.int64)
         price = None
-        for i, tau in enumerate(np.asarray(view.tau_pred, dtype=float).tolist()):
-            now = float(view.arrival_s[i])
-            market.push(tau)
-            self.account.arrive()
-            eff = self.target_eff(now)
-            cap, price = market.allocate_last(eff * len(market.hist), leftover)
-            cap = self.account.clip(cap, now)
-            if cap < tau:
-                cap = 0  # below its threshold a cap buys nothing: keep the tokens
-            caps[i] = cap
-            self.account.commit(cap)
+        tau_pred = np.asarray(view.tau_pred, dtype=float).tolist()
+        for i, now in enumerate(np.asarray(view.arrival_s, dtype=float).tolist()):
+            caps[i], price = self._price(tau_pred[i], now)
         return Allocation(caps, shadow_price=price)
+
+    def allocate_one(self, tau: float, now: float, budget_tokens: float) -> tuple[int, float]:
+        """:meth:`allocate` of one arrival, in scalars (the runner's per-arrival path)."""
+        return self._price(tau, now)
+
+    def _price(self, tau: float, now: float) -> tuple[int, float]:
+        """One arrival (module doc): its cap and the market's price."""
+        market, account = self.market, self.account
+        market.push(tau)
+        account.arrive()
+        eff = self.target_eff(now)
+        cap, price = market.allocate_last(eff * len(market.hist), self.params["leftover"])
+        cap = account.clip(cap, now)
+        if cap < tau:
+            cap = 0  # below its threshold a cap buys nothing: keep the tokens
+        account.commit(cap)
+        return cap, price
 
     def on_finished(self, budgets: np.ndarray, tokens_generated: np.ndarray, now: float) -> None:
         self.account.finished(budgets, tokens_generated)

@@ -153,18 +153,18 @@ def test_feedback_decisions_hear_exactly_the_completions_before_them(monkeypatch
 
     heard: list[float] = []  # finish times the policy was told of, in the order told
     at_decision: list[tuple[float, int, float]] = []  # (arrival, heard so far, latest heard)
-    on_finished, allocate = ClearPosted.on_finished, ClearPosted.allocate
+    on_finished, allocate_one = ClearPosted.on_finished, ClearPosted.allocate_one
 
     def spy_finished(self, budgets, generated, now):
         heard.extend([now] * len(budgets))
         return on_finished(self, budgets, generated, now)
 
-    def spy_allocate(self, view, budget_tokens):
-        at_decision.append((float(view.arrival_s[0]), len(heard), max(heard, default=-1.0)))
-        return allocate(self, view, budget_tokens)
+    def spy_allocate_one(self, tau, now, budget_tokens):  # the runner's per-arrival call
+        at_decision.append((now, len(heard), max(heard, default=-1.0)))
+        return allocate_one(self, tau, now, budget_tokens)
 
     monkeypatch.setattr(ClearPosted, "on_finished", spy_finished)
-    monkeypatch.setattr(ClearPosted, "allocate", spy_allocate)
+    monkeypatch.setattr(ClearPosted, "allocate_one", spy_allocate_one)
     sc = resolve("default", queries=600, seed=4,
                  overrides={"engine.replicas": replicas, "engine.routing": routing,
                             "arrivals.rate": rate * replicas, "policies": ["clear-posted"]})

@@ -112,7 +112,7 @@ class DecisionClock:
         self._router = router if times is not None and replicas > 1 else None
         self._replicas = replicas
         if self._router is not None:
-            self._times = [float(t) for t in times] + [float("inf")]
+            self._times = np.asarray(times, dtype=float).tolist() + [float("inf")]
             self._cum = np.concatenate(([0], np.cumsum(sizes))).tolist()
 
     def __call__(self) -> float:
@@ -221,6 +221,10 @@ def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, tar
             lambda idx, now: policy.on_finished(out.budget[idx], gen_tokens[idx], now))
         rec.defer = True  # each decision hears of the completions before it (rec.flush)
     timing = policy.timing
+    if timing.kind == "immediate" and policy.allocate_one is not None:
+        yield from _each_arrival(env, policy, wl, target, dispatch, out, gen_tokens, rec, exits,
+                                 clock)
+        return
     rate = policy.ctx.token_rate if timing.kind != "immediate" else None
     lengths = request_lengths(wl, exits)
     last = 0.0
@@ -242,3 +246,47 @@ def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, tar
     if clock is not None:
         clock.next_s = float("inf")
         clock.index = k + 1
+
+
+def _each_arrival(env: simpy.Environment, policy: Policy, wl: Workload, target: float, dispatch,
+                  out: Decisions, gen_tokens: np.ndarray, rec: Recorder, exits=None,
+                  clock: DecisionClock | None = None):
+    """:func:`allocation_process` for an immediate policy with ``allocate_one``: the same
+    decisions at the same times, recorded and dispatched the same way, in scalars (no view,
+    no arrays per arrival).  Under hard caps without an exit rule a funded query generates
+    max(min(cap, needed), 1) tokens (:meth:`~sim.core.workload.Workload.generated_tokens`);
+    otherwise its length comes from :func:`request_lengths`, as for a group."""
+    one = policy.allocate_one
+    budget = target * 1  # what a group of one gets (target x its size)
+    needed = wl.tokens_needed.tolist() if exits is None and wl.semantics == "hard-cap" else None
+    lengths = request_lengths(wl, exits)
+    dec_budget, dec_s, dec_price = out.budget, out.decision_s, out.shadow_price
+    tau_pred = np.asarray(wl.tau_pred, dtype=float).tolist()
+    feedback = policy.wants_feedback
+    i = -1
+    for i, t in enumerate(np.asarray(wl.arrival_s, dtype=float).tolist()):
+        if clock is not None:
+            clock.next_s = t
+            clock.index = i  # one decision per arrival, in arrival order
+        if t > env.now:
+            yield env.timeout(t - env.now)
+        now = env.now
+        if feedback:
+            rec.flush(now)
+        cap, price = one(tau_pred[i], t, budget)  # the policy sees the arrival time
+        if not cap >= 0:
+            raise RuntimeError(f"policy {policy.name} returned invalid budgets")
+        dec_budget[i] = cap
+        dec_s[i] = now
+        if price is not None:
+            dec_price[i] = price
+        if cap > 0:
+            idx = np.array([i])
+            if needed is not None:
+                gen_tokens[i] = max(min(cap, needed[i]), 1)
+            else:
+                gen_tokens[idx] = lengths(idx, np.array([cap], dtype=np.int64))
+            dispatch(idx)
+    if clock is not None:
+        clock.next_s = float("inf")
+        clock.index = i + 1

@@ -66,15 +66,23 @@ class Workload:
     @property
     def tokens_needed(self) -> np.ndarray:
         """Completion tokens the drawn sample needs (hidden from policies)."""
-        if self.tokens is not None:
-            return self.tokens
-        return self.traces.sample_tokens[self.sample]
+        return self.needed_of(slice(None))
 
     @property
     def sample_correct(self) -> np.ndarray:
+        return self.correct_of(slice(None))
+
+    def needed_of(self, idx: np.ndarray | slice) -> np.ndarray:
+        """``tokens_needed[idx]``, indexing the group first: O(group), not O(run), per decision."""
+        if self.tokens is not None:
+            return self.tokens[idx]
+        return self.traces.sample_tokens[self.sample[idx]]
+
+    def correct_of(self, idx: np.ndarray | slice) -> np.ndarray:
+        """``sample_correct[idx]``, indexing the group first."""
         if self.correct is not None:
-            return self.correct
-        return self.traces.sample_correct[self.sample]
+            return self.correct[idx]
+        return self.traces.sample_correct[self.sample[idx]]
 
     @property
     def tau_true(self) -> np.ndarray:
@@ -98,9 +106,9 @@ class Workload:
         the cap (its verdict, plus that probe's answer tokens); none: wrong, no extra tokens.
         """
         budget = np.asarray(budget)
-        needed = self.tokens_needed[idx]
+        needed = self.needed_of(idx)
         done = needed <= budget
-        correct = self.sample_correct[idx]
+        correct = self.correct_of(idx)
         if self.semantics == "hard-cap":
             return correct & done & (budget > 0), np.zeros(len(needed), dtype=np.int64)
         k = forced_probe(self.traces, self.sample[idx], budget)
@@ -113,7 +121,7 @@ class Workload:
         """Tokens funded arrivals ``idx`` generate under ``caps``: min(cap, needed), plus the
         forced answer's tokens under forced-answer, at least 1."""
         extra = self.outcome(caps, idx)[1]
-        return np.maximum(np.minimum(caps, self.tokens_needed[idx]) + extra, 1)
+        return np.maximum(np.minimum(caps, self.needed_of(idx)) + extra, 1)
 
     def view(self, idx: np.ndarray) -> QueryView:
         """What a server knows about arrivals ``idx``: no outcome, no true threshold."""

@@ -90,9 +90,14 @@ def simulate_policy(policy, wl: Workload, cfg: EngineConfig, target: float,
         clock = None
     else:
         # Replicas compute ahead up to the next allocation decision that could reach them.
-        groups = decision_groups(policy.timing, wl.arrival_s)
-        clock = (DecisionClock([t for t, _ in groups], [len(g) for _, g in groups], router,
-                               cfg.replicas) if static else DecisionClock())
+        if not static or cfg.replicas == 1:
+            clock = DecisionClock()  # every replica stops at every decision
+        elif policy.timing.kind == "immediate":  # one decision per arrival, at its time
+            clock = DecisionClock(wl.arrival_s, np.ones(n, dtype=np.int64), router, cfg.replicas)
+        else:
+            groups = decision_groups(policy.timing, wl.arrival_s)
+            clock = DecisionClock([t for t, _ in groups], [len(g) for _, g in groups], router,
+                                  cfg.replicas)
     replicas.extend(Replica(env, cfg, wl.prompt_tokens, gen, rec, r, ahead=ahead,
                             external=None if ahead else clock.for_replica(r))
                     for r in range(cfg.replicas))

@@ -95,3 +95,67 @@ def test_first_true_finds_the_flip_of_a_monotone_predicate(flip, guess):
     """The smallest float in (0, 1] where ``w >= flip`` holds is ``flip`` itself, from any
     starting guess."""
     assert first_true(lambda w: w >= flip, guess, 0.0, 1.0) == flip
+
+
+def _walk_only(market: SlidingMarket) -> SlidingMarket:
+    """The market without its rank search: every price from the walk in w (:meth:`_solve`)."""
+    market._at_event = lambda pred, budget: None
+    return market
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(taus, st.one_of(st.floats(0.0, 3000.0), st.sampled_from([0.0, 1.0]))),
+                min_size=1, max_size=60),
+       st.integers(1, 40), st.sampled_from([0.005, 0.002, 0.05, 0.0005]),
+       st.sampled_from([4096.0, 512.0, 32768.0, 100.0]), st.sampled_from(LEFTOVER))
+def test_the_rank_search_places_the_walks_price(stream, history, beta, b_max, leftover):
+    """The rank search (:meth:`SlidingMarket._at_event`, a threshold leaving the cut-off) and
+    the walk in w it short-cuts give the same cap and the same price, bit for bit."""
+    fast = SlidingMarket(history, beta, b_max)
+    walk = _walk_only(SlidingMarket(history, beta, b_max))
+    for tau, per_query in stream:
+        budget = per_query * min(len(fast.hist) + 1, history)
+        assert fast.post(tau, budget, leftover) == walk.post(tau, budget, leftover)
+
+
+def test_the_rank_search_decides_most_arrivals_of_a_long_stream():
+    """On the default traffic's shape (lognormal thresholds, budgets from scarce to ample) a
+    positive price is usually a threshold leaving the cut-off, placed by the rank search
+    (which is what makes it cheap: 923 of 1,003 here); every answer equals the walk's and,
+    every 7th, the reference's."""
+    rng = np.random.default_rng(11)
+    tau = rng.lognormal(math.log(300), 1.0, 2000)
+    per = np.repeat([60.0, 250.0, 700.0, 4000.0], 500) * (1 + 0.3 * rng.random(2000))
+    fast, walk = SlidingMarket(300, 0.005, 4096), _walk_only(SlidingMarket(300, 0.005, 4096))
+    hist, priced = deque(maxlen=300), 0
+    for i, (t, p) in enumerate(zip(tau.tolist(), per.tolist())):
+        hist.append(t)
+        budget = p * len(hist)
+        got = fast.post(t, budget, LEFTOVER[i % 3])
+        assert got == walk.post(t, budget, LEFTOVER[i % 3])
+        if i % 7 == 0:
+            assert got == _reference(hist, 0.005, 4096, budget, LEFTOVER[i % 3])
+        priced += got[1] > 0  # a positive price: a search ran (ample budgets clear at 0)
+    assert priced > 800 and fast.ranked > 0.85 * priced and walk.ranked == 0
+    assert fast.fallbacks == walk.fallbacks == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 400), min_size=1, max_size=30), st.integers(0, 20000))
+def test_spread_level_of_presorted_heads(heads, spare):
+    """Headrooms given already sorted (the market reads them off the sorted window) give the
+    level of sorting them first."""
+    h = np.sort(np.asarray(heads, dtype=np.int64))
+    assert _spread_level(h, spare, presorted=True) == _spread_level(h[::-1].copy(), spare)
+
+
+def test_a_search_probing_underflowing_prices_falls_back_to_the_reference():
+    """A zero threshold beside a funded one at a tiny price (w ~ 1.5e-15) made the float
+    search probe w so small that beta * w underflowed to 0 (ZeroDivisionError).  The funding
+    cut-off there is now infinite, as in ClearMarket (and a ZeroDivisionError, should another
+    one appear, falls back to ClearMarket): the reference's cap and price, no fallback."""
+    market = SlidingMarket(2, 0.05, 300.0)
+    market.post(250.0, 100.0, "none")
+    got = market.post(0.0, 288.9521541658355, "none")
+    assert got == _reference([250.0, 0.0], 0.05, 300.0, 288.9521541658355, "none")
+    assert market.fallbacks == 0
