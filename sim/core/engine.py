@@ -794,7 +794,7 @@ class Replica:
             return None  # the same test as _plan_step's `limited` (no prefill in progress)
         waiting, prompt, emitted = self.waiting, self.prompt, self._emitted
         # Who is admitted: FCFS while there is room and budget; the first that does not fit
-        # whole would get a partial chunk, so leave this step to the general path.
+        # whole takes the rest of the budget as its first chunk and ends the admissions.
         targets = []
         prefill = 0
         partial = 0  # tokens of the first chunk of a last admitted request that does not fit

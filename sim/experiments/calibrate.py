@@ -245,7 +245,7 @@ def initial_fit_runs(runs: list[RecordedRun]) -> LinearStepModel:
         joint = _model(fit_design(designs)) if len(runs) > 1 else own[0]
         if joint is not None:
             return joint
-    fits = [(_timeseries_fit(r) or m) if b else (m or _timeseries_fit(r)) or GENERIC_START
+    fits = [((_timeseries_fit(r) or m) if b else (m or _timeseries_fit(r))) or GENERIC_START
             for r, m, b in zip(runs, own, bound)]
     if len(fits) == 1:
         return fits[0]
