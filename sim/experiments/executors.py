@@ -235,44 +235,52 @@ class DaskExecutor(Executor):
 
     #: How often a map waiting on Dask checks that the scheduler still has workers (seconds).
     POLL_S = 1.0
+    #: How long it sleeps between looks for finished tasks while none is ready (seconds).
+    TICK_S = 0.02
 
     def map_unordered(self, fn, tasks):
-        from dask.distributed import wait
+        from dask.distributed import as_completed as dask_completed
         from distributed import KilledWorker
 
         tasks = list(tasks)
-        pending = {self.client.submit(fn, t, pure=False): t for t in tasks}
+        futures = [self.client.submit(fn, t, pure=False) for t in tasks]
+        index = {f.key: t for f, t in zip(futures, tasks)}
+        done = dask_completed(futures)
+        left = len(futures)
         alone_since = None  # when the scheduler was first seen without workers
-        while pending:
-            try:
-                done, _ = wait(list(pending), timeout=self.POLL_S, return_when="FIRST_COMPLETED")
-            except TimeoutError:  # dask's own TimeoutError is the builtin one
-                done = ()
-            for f in done:
-                task = pending.pop(f)
+        checked = time.monotonic()
+        while left:
+            ready = done.next_batch(block=False)  # O(finished), not O(pending), per look
+            for f in ready:
+                left -= 1
                 try:
                     result = f.result()
                 except KilledWorker as exc:
                     raise UserError(
                         f"a task killed every Dask worker that ran it ({exc.__class__.__name__}: "
                         "out of memory or a crash, retried "
-                        f"distributed.scheduler.allowed-failures times) with {len(pending) + 1} "
+                        f"distributed.scheduler.allowed-failures times) with {left + 1} "
                         "task(s) unfinished; the finished ones are saved: rerun with --resume "
                         "on workers with more memory") from None
                 f.release()
-                yield task, result
-            if done or not pending:
+                yield index[f.key], result
+            if ready or not left:
                 alone_since = None
                 continue
+            time.sleep(self.TICK_S)
+            now = time.monotonic()
+            if now - checked < self.POLL_S:
+                continue
+            checked = now
             if self.workers():
                 alone_since = None
             elif alone_since is None:
-                alone_since = time.monotonic()
-            elif time.monotonic() - alone_since >= self.worker_timeout:
+                alone_since = now
+            elif now - alone_since >= self.worker_timeout:
                 address = self.client.scheduler.address
                 raise UserError(
                     f"the Dask scheduler at {address} has had no workers for "
-                    f"{self.worker_timeout:g} s with {len(pending)} task(s) unfinished (its "
+                    f"{self.worker_timeout:g} s with {left} task(s) unfinished (its "
                     "workers died or left); the finished ones are saved: start workers with "
                     f"'dask worker {address}' and rerun with --resume, or wait longer with "
                     "--worker-timeout SECONDS")
