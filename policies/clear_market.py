@@ -172,41 +172,63 @@ class ClearMarket:
         )
 
 
+def spread_level(heads: np.ndarray, spare: int, weights: np.ndarray | None = None,
+                 presorted: bool = False) -> int:
+    """The water-filling level: the largest whole L in [0, max(heads)] with
+    ``sum(weights * min(heads, L)) <= spare`` (weights 1 by default), in closed form over the
+    sorted heads: the cost at level ``heads[k]``, ``c[k-1] + heads[k] * (weights of k..)``,
+    rises with k, so the first rank where it exceeds ``spare`` is found by bisection on exact
+    integers and L divides what is left among the caps from that rank on.  ``presorted``:
+    ``heads`` (and ``weights`` with them) are already in ascending order."""
+    h = np.asarray(heads, dtype=np.int64)
+    w = None if weights is None else np.asarray(weights, dtype=np.int64)
+    if not presorted:
+        order = np.argsort(h, kind="stable")
+        h = h[order]
+        w = None if w is None else w[order]
+    m = len(h)
+    c = (h if w is None else w * h).cumsum()  # c[k - 1]: cost of filling ranks 0..k-1
+    if int(c[-1]) <= spare:
+        return int(h[-1])
+    if w is None:
+        def above(k: int) -> int:  # weight of ranks k..m-1
+            return m - k
+    else:
+        t = w[::-1].cumsum()[::-1]
+
+        def above(k: int) -> int:
+            return t.item(k)
+    lo, hi = 0, m - 1  # the first rank whose level costs more than spare
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if (c.item(mid - 1) if mid else 0) + h.item(mid) * above(mid) > spare:
+            hi = mid
+        else:
+            lo = mid + 1
+    return int((spare - (c.item(lo - 1) if lo else 0)) // above(lo))
+
+
 def spread_evenly(b: np.ndarray, spare: int, b_max: int, open_: np.ndarray | None = None,
                   weight: np.ndarray | None = None) -> int:
     """Raise the funded caps (b > 0) in place by equal whole-token amounts, none above b_max
     (water-filling); return the tokens still spare (fewer than the queries below the cap).
 
     Every funded cap below b_max gains ``min(headroom, L)`` for the largest whole ``L`` whose
-    total cost fits ``spare``; ``L`` is found by bisection on the sorted headrooms, so the cost
-    is O(N log N) however many distinct headrooms there are.  ``open_`` (a mask) picks other
-    caps to raise than the funded ones; ``weight`` says how many queries each cap stands for
-    (``binned``'s per-bin levels), so raising cap i by x costs ``weight[i] * x``.
+    total cost fits ``spare`` (:func:`spread_level`, O(N log N) however many distinct
+    headrooms there are).  ``open_`` (a mask) picks other caps to raise than the funded ones;
+    ``weight`` says how many queries each cap stands for (``binned``'s per-bin levels), so
+    raising cap i by x costs ``weight[i] * x``.
     """
     mask = (b > 0) if open_ is None else open_
     open_ = np.flatnonzero(mask & (b < b_max))
     if spare <= 0 or len(open_) == 0:
         return spare
     head = b_max - b[open_]
-    order = np.argsort(head, kind="stable")
-    head = head[order]
-    w = np.ones(len(head), dtype=np.int64) if weight is None else np.asarray(weight)[open_][order]
-    prefix = np.concatenate([[0], np.cumsum(w * head)])  # cost of raising caps 0..k-1 fully
-    tail = np.concatenate([np.cumsum(w[::-1])[::-1], [0]])  # weight of caps k.. (not full)
-
-    def cost(level: int) -> int:  # tokens to raise every open cap by min(headroom, level)
-        k = int(np.searchsorted(head, level, side="left"))
-        return int(prefix[k]) + level * int(tail[k])
-
-    lo, hi = 0, int(head[-1])  # cost(lo) <= spare; find the largest such level
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if cost(mid) <= spare:
-            lo = mid
-        else:
-            hi = mid - 1
-    b[open_] += np.minimum(b_max - b[open_], lo)
-    return spare - cost(lo)
+    w = None if weight is None else np.asarray(weight)[open_]
+    level = spread_level(head, spare, w)
+    raise_by = np.minimum(head, level)
+    b[open_] += raise_by
+    return spare - int(raise_by.sum() if w is None else (w * raise_by).sum())
 
 
 def w_of_price(price_over_alpha: float) -> float:

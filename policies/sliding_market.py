@@ -59,7 +59,7 @@ from collections import deque
 import numpy as np
 from scipy.special import lambertw
 
-from policies.clear_market import ClearMarket
+from policies.clear_market import ClearMarket, spread_level
 
 _PACK, _UNPACK = struct.Struct("<d"), struct.Struct("<q")
 #: below this the reference's 200-step bisection may stop before float resolution: fall back
@@ -534,26 +534,6 @@ class SlidingMarket:
             if give is not None and 0 < give < bm:
                 heads = np.insert(heads, int(np.searchsorted(heads, bm - give)), bm - give)
             if spare >= len(heads):  # else no level of 1 or more fits
-                mine += min(bm - mine, _spread_level(heads, spare, presorted=True))
+                mine += min(bm - mine, spread_level(heads, spare, presorted=True))
         return mine, w * math.exp(w - 1.0)
-
-
-def _spread_level(heads: np.ndarray, spare: int, presorted: bool = False) -> int:
-    """The level :func:`~policies.clear_market.spread_evenly` raises caps by: the largest L in
-    [0, max(heads)] with sum(min(heads, L)) <= spare, in closed form over the sorted heads."""
-    h = heads if presorted else np.sort(heads)
-    m = len(h)
-    c = h.cumsum()  # c[k - 1]: sum of the heads below rank k
-    if int(c[-1]) <= spare:
-        return int(h[-1])
-    # the first rank k whose level h[k] costs more than spare (the cost c[k - 1] + h[k] (m - k)
-    # rises with k and exceeds spare at the top), by bisection on exact integers
-    lo, hi = 0, m - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if (c.item(mid - 1) if mid else 0) + h.item(mid) * (m - mid) > spare:
-            hi = mid
-        else:
-            lo = mid + 1
-    return int((spare - (c.item(lo - 1) if lo else 0)) // (m - lo))
 

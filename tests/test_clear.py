@@ -142,3 +142,20 @@ def test_spread_evenly_equals_step_by_step_water_filling(caps, spare, b_max):
     ref = b.copy()
     assert spread_evenly(b, spare, b_max) == _spread_reference(ref, spare, b_max)
     assert np.array_equal(b, ref)
+
+
+@settings(max_examples=300, deadline=None)
+@given(heads=st.lists(st.integers(0, 300), min_size=1, max_size=30),
+       weights=st.lists(st.integers(1, 50), min_size=30, max_size=30), spare=st.integers(0, 50000))
+def test_spread_level_is_the_largest_affordable_level(heads, weights, spare):
+    """The water-filling level (weighted, as binned's per-bin caps use it) is the largest whole
+    L in [0, max head] whose cost sum(w * min(head, L)) fits the spare tokens: a linear scan."""
+    from policies.clear_market import spread_level
+
+    h = np.array(heads, dtype=np.int64)
+    w = np.array(weights[:len(h)], dtype=np.int64)
+    cost = [int((w * np.minimum(h, lv)).sum()) for lv in range(int(h.max()) + 1)]
+    want = max(lv for lv, c in enumerate(cost) if c <= spare)
+    assert spread_level(h, spare, w) == want
+    assert spread_level(h, spare) == max(lv for lv in range(int(h.max()) + 1)
+                                         if int(np.minimum(h, lv).sum()) <= spare)

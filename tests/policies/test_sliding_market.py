@@ -15,7 +15,8 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 from policies.clear_market import ClearMarket
-from policies.sliding_market import SlidingMarket, _spread_level, first_true
+from policies.clear_market import spread_level as _spread_level
+from policies.sliding_market import SlidingMarket, first_true
 from reference_market import ClearMarket as ReferenceMarket
 from reference_market import spread_evenly as reference_spread
 
