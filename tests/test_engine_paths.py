@@ -176,3 +176,37 @@ def test_feedback_decisions_hear_exactly_the_completions_before_them(monkeypatch
         assert latest <= t  # ... and nothing later
     assert sorted(heard) == heard  # told in time order
     assert len(heard) == len(finish)  # and, by the end, of every completion
+
+
+def test_windowed_feedback_decisions_hear_exactly_the_completions_before_them(monkeypatch):
+    """The same for a feedback policy deciding groups (clear-windowed with carry_over: unused,
+    16 replicas round-robin): a replica's horizon counts a window's queries, not one each."""
+    from policies.clear import ClearWindowed
+
+    heard: list[float] = []
+    calls: list[tuple[int, float]] = []  # (heard so far, latest heard) at each decision
+    on_finished, allocate = ClearWindowed.on_finished, ClearWindowed.allocate
+
+    def spy_finished(self, budgets, generated, now):
+        heard.extend([now] * len(budgets))
+        return on_finished(self, budgets, generated, now)
+
+    def spy_allocate(self, view, budget_tokens):
+        calls.append((len(heard), max(heard, default=-1.0)))
+        return allocate(self, view, budget_tokens)
+
+    monkeypatch.setattr(ClearWindowed, "on_finished", spy_finished)
+    monkeypatch.setattr(ClearWindowed, "allocate", spy_allocate)
+    spec = {"name": "clear-windowed", "window_s": 0.25, "carry_over": "unused"}
+    sc = resolve("default", queries=800, seed=5,
+                 overrides={"engine.replicas": 16, "arrivals.rate": 3.0 * 16,
+                            "policies": [spec]})
+    q = simulate(sc).queries
+    times = np.unique(q["decision_s"].to_numpy())  # one decision per window, in time order
+    finish = np.sort(q["finish_s"].to_numpy()[~q["abandoned"].to_numpy()])
+    assert len(calls) == len(times) > 20 and len(finish) > 100
+    for t, (n_heard, latest) in zip(times, calls):
+        assert n_heard == np.searchsorted(finish, t, side="right") and latest <= t
+    assert sorted(heard) == heard and len(heard) == len(finish)
+    # and replicas that skipped decisions still served each request as the naive loop does
+    _check_each_replica(q, engine_config(sc["engine"]))
