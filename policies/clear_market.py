@@ -65,7 +65,7 @@ class ClearMarket:
         """(x*, cutoff, upper tau of the uncapped range, upper tau of the capped range)."""
         beta, b_max = self.beta, self.b_max
         xs = (1.0 - w) / beta
-        cut = math.inf if beta * w <= 0 else (1.0 - w) ** 2 / (beta * w)
+        cut = funding_cut(w, beta)
         c = w * math.exp(w - 1.0) * b_max  # capped funded iff x e^{-beta x} > c, x = b_max - tau
         if beta * c * math.e >= 1.0:
             cap_hi = -math.inf
@@ -79,7 +79,7 @@ class ClearMarket:
     def _counts(self, w: float) -> tuple[int, int, int, float]:
         beta, s = self.beta, self.sorted
         xs = (1.0 - w) / beta
-        cut = math.inf if beta * w <= 0 else (1.0 - w) ** 2 / (beta * w)
+        cut = funding_cut(w, beta)
         n_unc_max = int(np.searchsorted(s, self.b_max - xs, side="right"))
         n1 = min(int(np.searchsorted(s, cut, side="left")), n_unc_max)
         n2 = 0
@@ -170,6 +170,14 @@ class ClearMarket:
         return ClearResult(
             budgets=b, w=w, price=w * math.exp(w - 1.0), slack=xs, cutoff=cut, leftover=spare
         )
+
+
+def funding_cut(w: float, beta: float) -> float:
+    """The funding cut-off at level ``w``: a query is funded iff ``tau < (1 - w)**2 / (beta w)``;
+    infinite at w = 0 and wherever ``beta * w`` underflows to 0 (a subnormal w, reached by a
+    zero budget or a search probing a tiny price)."""
+    bw = beta * w
+    return math.inf if bw <= 0 else (1.0 - w) ** 2 / bw
 
 
 def spread_level(heads: np.ndarray, spare: int, weights: np.ndarray | None = None,

@@ -44,9 +44,10 @@ two numbers (the new query's cap and the price) another way:
 The two answers agree whenever the reference's bisection converges to the flip of a monotone
 predicate, i.e. always except in rounding coincidences of a few ulps at a change of the funded
 set; anything this class cannot place (a flip below 2^-90, an unusual threshold such as -inf, a
-walk longer than its limit, a probe so small that ``beta * w`` underflows to 0) falls back to
-:class:`ClearMarket` itself, and ``tests/policies/test_sliding_market.py`` checks the two
-against each other.
+walk longer than its limit) falls back to :class:`ClearMarket` itself (a probe so small that
+``beta * w`` underflows to 0 just has an infinite cut-off,
+:func:`~policies.clear_market.funding_cut`), and ``tests/policies/test_sliding_market.py``
+checks the two against each other.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from collections import deque
 import numpy as np
 from scipy.special import lambertw
 
-from policies.clear_market import ClearMarket, spread_level
+from policies.clear_market import ClearMarket, funding_cut, spread_level
 
 _PACK, _UNPACK = struct.Struct("<d"), struct.Struct("<q")
 #: below this the reference's 200-step bisection may stop before float resolution: fall back
@@ -175,7 +176,7 @@ class SlidingMarket:
     def _key_at(self, w: float) -> tuple[int, int, int]:
         beta, sl = self.beta, self.sl
         xs = (1.0 - w) / beta
-        cut = math.inf if beta * w <= 0 else (1.0 - w) ** 2 / (beta * w)
+        cut = funding_cut(w, beta)
         nu = bisect_right(sl, self.b_max - xs)
         n = len(sl)
         ca = n if nu == n else bisect_left(sl, self._cap_hi(w))
@@ -265,7 +266,7 @@ class SlidingMarket:
     def _event_pred(self, kind: int, s: float):
         beta, b_max = self.beta, self.b_max
         if kind == 0:
-            return lambda w: not (s < (math.inf if beta * w <= 0 else (1.0 - w) ** 2 / (beta * w)))
+            return lambda w: not (s < funding_cut(w, beta))
         if kind == 1:
             return lambda w: s <= b_max - (1.0 - w) / beta
         return lambda w: not (s < self._cap_hi(w))
@@ -435,7 +436,7 @@ class SlidingMarket:
             if tau == -math.inf or not budget >= 0:
                 raise _Fallback
             return self._post(tau, float(budget), leftover)
-        except (_Fallback, ZeroDivisionError):  # the latter: a probe so tiny beta * w underflows
+        except _Fallback:
             self.fallbacks += 1
             res = ClearMarket(np.fromiter(self.hist, float), self.beta, self.b_max).allocate(
                 budget, leftover)
@@ -500,7 +501,7 @@ class SlidingMarket:
         key = self._key(w)
         n1, n2 = self._n12(key)
         xs = (1.0 - w) / beta
-        cut = math.inf if beta * w <= 0 else (1.0 - w) ** 2 / (beta * w)
+        cut = funding_cut(w, beta)
         unc_hi = b_max - xs
         fb, whole = self._floors(w)
         spare = whole_budget - whole  # floor(budget) - the whole-token demand

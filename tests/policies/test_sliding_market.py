@@ -153,8 +153,8 @@ def test_spread_level_of_presorted_heads(heads, spare):
 def test_a_search_probing_underflowing_prices_falls_back_to_the_reference():
     """A zero threshold beside a funded one at a tiny price (w ~ 1.5e-15) made the float
     search probe w so small that beta * w underflowed to 0 (ZeroDivisionError).  The funding
-    cut-off there is now infinite, as in ClearMarket (and a ZeroDivisionError, should another
-    one appear, falls back to ClearMarket): the reference's cap and price, no fallback."""
+    cut-off there is now infinite (clear_market.funding_cut, shared with ClearMarket): the
+    reference's cap and price, no fallback."""
     market = SlidingMarket(2, 0.05, 300.0)
     market.post(250.0, 100.0, "none")
     got = market.post(0.0, 288.9521541658355, "none")
