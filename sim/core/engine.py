@@ -659,6 +659,19 @@ class Replica:
         self.rec.preemptions[i] += 1
         self.preemptions += 1
 
+    def _may_run_short(self, n: int) -> bool:
+        """Whether the cache could run short in the next general step (``n`` decoders): the
+        decoders a token on plus the most blocks prefill and admissions can take (the step's
+        whole token budget, a block each for the prefilling and admitted requests) exceed it
+        (:meth:`_kv_loose`'s bound).  If not, the step needs no exact KV bookkeeping."""
+        cfg = self.cfg
+        if cfg.kv_blocks is None:
+            return False
+        bs = cfg.block_size
+        return ((self.base_sum + n * (self.off + bs)) // bs + self.kv_pre
+                - (-cfg.max_num_batched_tokens // bs) + len(self.pre) + cfg.max_num_seqs
+                > self._limit)
+
     def _plan_step(self, t: float):
         """Schedule one step at time ``t`` as vLLM V1 does; returns what :meth:`_apply_step` needs."""
         cfg = self.cfg
@@ -666,11 +679,7 @@ class Replica:
         budget = cfg.max_num_batched_tokens
         dec = self._dec
         n = len(dec)
-        # Exact KV bookkeeping only when the cache could run short this step.
-        # (:meth:`_kv_loose` with 1 step and the most blocks prefill and admissions can take.)
-        limited = cfg.kv_blocks is not None and (
-            (self.base_sum + n * (self.off + bs)) // bs + self.kv_pre - (-budget // bs)
-            + len(self.pre) + cfg.max_num_seqs > self._limit)
+        limited = self._may_run_short(n)  # exact KV bookkeeping only then
         preempted = False
         free = 0
         if limited:
@@ -788,10 +797,8 @@ class Replica:
         if budget <= 0 or room <= 0:
             return None
         bs = cfg.block_size
-        if cfg.kv_blocks is not None and (
-                (self.base_sum + n * (self.off + bs)) // bs + self.kv_pre
-                - (-cfg.max_num_batched_tokens // bs) + cfg.max_num_seqs > self._limit):
-            return None  # the same test as _plan_step's `limited` (no prefill in progress)
+        if self._may_run_short(n):
+            return None
         waiting, prompt, emitted = self.waiting, self.prompt, self._emitted
         # Who is admitted: FCFS while there is room and budget; the first that does not fit
         # whole takes the rest of the budget as its first chunk and ends the admissions.
