@@ -58,7 +58,10 @@ class BudgetAccount:
         return self.gen_done / self.caps_done if self.caps_done > 0 and self.gen_done > 0 else 1.0
 
     def finished(self, budgets: np.ndarray, tokens_generated: np.ndarray) -> None:
-        caps = int(budgets.sum())  # whole tokens: exact in any order
-        self.gen_done += int(tokens_generated.sum())
+        if len(budgets) == 1:  # one completion, the usual case: no reduction
+            caps, gen = int(budgets.item(0)), int(tokens_generated.item(0))
+        else:
+            caps, gen = int(budgets.sum()), int(tokens_generated.sum())  # exact in any order
+        self.gen_done += gen
         self.caps_done += caps
         self.caps_running -= caps

@@ -195,6 +195,10 @@ def spread_level(heads: np.ndarray, spare: int, weights: np.ndarray | None = Non
         h = h[order]
         w = None if w is None else w[order]
     m = len(h)
+    if w is None and presorted and m:
+        level = even_share(spare, m, h.item(0))
+        if level is not None:
+            return level
     c = (h if w is None else w * h).cumsum()  # c[k - 1]: cost of filling ranks 0..k-1
     if int(c[-1]) <= spare:
         return int(h[-1])
@@ -214,6 +218,15 @@ def spread_level(heads: np.ndarray, spare: int, weights: np.ndarray | None = Non
         else:
             lo = mid + 1
     return int((spare - (c.item(lo - 1) if lo else 0)) // above(lo))
+
+
+def even_share(spare: int, m: int, least: int) -> int | None:
+    """:func:`spread_level` of ``m`` unweighted heads whose smallest is ``least``, when every
+    cap takes the same share: ``spare // m`` if that is below ``least`` (then level L costs
+    ``m * L``, which fits for ``spare // m`` and not one more), else None (the level needs the
+    heads themselves)."""
+    share = spare // m
+    return share if share < least else None
 
 
 def spread_evenly(b: np.ndarray, spare: int, b_max: int, open_: np.ndarray | None = None,

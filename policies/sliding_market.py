@@ -60,7 +60,7 @@ from collections import deque
 import numpy as np
 from scipy.special import lambertw
 
-from policies.clear_market import ClearMarket, funding_cut, spread_level
+from policies.clear_market import ClearMarket, even_share, funding_cut, spread_level
 
 _PACK, _UNPACK = struct.Struct("<d"), struct.Struct("<q")
 #: below this the reference's 200-step bisection may stop before float resolution: fall back
@@ -133,6 +133,7 @@ class SlidingMarket:
         self.j_prev = 1  # the rank :meth:`_at_event` found last
         self.fallbacks = 0  # how many arrivals the reference had to decide (for tests)
         self.ranked = 0  # how many whole-token prices the rank search placed (for tests)
+        self.w = math.nan  # the level w of the last clearing (price = w exp(w - 1))
 
     # -- the window ---------------------------------------------------------------------------
     def _eligible(self, t: float) -> bool:
@@ -216,7 +217,8 @@ class SlidingMarket:
         if r is None:
             n1, n2 = self._n12(self._key(w))
             xs = (1.0 - w) / self.beta
-            fb = np.floor(self.buf[:n1] + xs)
+            fb = self.buf[:n1] + xs
+            np.floor(fb, out=fb)
             r = self.wholes[w] = (fb, int(fb.sum()) + n2 * int(math.floor(self.b_max)))
         return r
 
@@ -367,7 +369,7 @@ class SlidingMarket:
             probe = r if lo < r < hi and r != probe else -1.0  # -1: choose again
         raise _Fallback
 
-    def _at_event(self, pred, budget: float):
+    def _at_event(self, budget: float):
         """The whole-token price when it is the w at which one threshold leaves the cut-off
         (the usual case: a query leaving drops the demand by its whole cap), else None.
 
@@ -415,12 +417,74 @@ class SlidingMarket:
         if lo < 1:
             return None
         self.j_prev = lo
-        t = self.sl[lo]
-        e = first_true(self._event_pred(0, t), self._event_w(0, t), 0.0, 1.0)
-        if e < 1.0 and pred(e) and not pred(_float(_bits(e) - 1)):
+        e = self._leaves_at(self.sl[lo])
+        if e < 1.0 and self._fits_whole(e, budget) and self._misses_below(e, budget):
             self.ranked += 1
             return e
         return None
+
+    def _leaves_at(self, t: float) -> float:
+        """The smallest float w in (0, 1] at which threshold ``t`` is no longer funded:
+        ``first_true(self._event_pred(0, t), self._event_w(0, t), 0, 1)``, found by stepping
+        ulp by ulp from the closed form (which is within a few ulps), else by
+        :func:`first_true` itself.  The predicate is monotone, so its flip is unique and both
+        find the same float."""
+        beta, cut, nextafter = self.beta, funding_cut, math.nextafter
+        guess = g = self._event_w(0, t)
+        if 0.0 < g <= 1.0:
+            if not t < cut(g, beta):  # holds at g: step down while it holds one ulp below
+                for _ in range(8):
+                    p = nextafter(g, 0.0)
+                    if p <= 0.0 or t < cut(p, beta):
+                        return g
+                    g = p
+            else:  # step up to the first float where it holds
+                for _ in range(8):
+                    g = nextafter(g, 2.0)
+                    if g > 1.0:
+                        break
+                    if not t < cut(g, beta):
+                        return g
+        return first_true(self._event_pred(0, t), guess, 0.0, 1.0)
+
+    def _misses_below(self, e: float, budget: float) -> bool:
+        """``not _fits_whole(b, budget)`` for b the float just below ``e`` (where
+        ``_fits_whole`` holds).  When it needs the whole-token demand at b, a lower bound
+        usually settles it without the vectorised sum: if b funds the same queries as e plus
+        some more (same uncapped and capped counts), every floor(tau + x*) is at least its
+        value at e (x* only grows as w falls), so whole(b) >= whole(e) + the new queries'
+        floors."""
+        b = _float(_bits(e) - 1)
+        d = self._demand(b)
+        cc, nu, ca = self.keys[b]
+        n1 = cc if cc < nu else nu
+        slack = 1e-6 * (abs(d) + 1.0)
+        if d + slack <= budget:
+            return False
+        if d - n1 - slack > budget:
+            return True
+        ce, ue, ae = self._key(e)
+        n1e = ce if ce < ue else ue
+        if ue == nu and ae == ca and n1e <= n1 <= n1e + 16:
+            xs, floor = (1.0 - b) / self.beta, math.floor
+            low = self._floors(e)[1] + sum(floor(x + xs) for x in self.sl[n1e:n1])
+            if low > budget:
+                return True
+        return not self._whole(b) <= budget
+
+    def _fits_whole(self, v: float, budget: float) -> bool:
+        """``whole_demand(v) <= budget``: the whole demand lies in [D - n1, D] up to rounding
+        (each of the n1 floors loses < 1 token), so decide from the real demand D when that is
+        clear, else sum the floors."""
+        d = self._demand(v)
+        cc, nu, _ = self.keys[v]  # set by _demand
+        n1 = cc if cc < nu else nu
+        slack = 1e-6 * (abs(d) + 1.0)
+        if d + slack <= budget:
+            return True
+        if d - n1 - slack > budget:
+            return False
+        return self._whole(v) <= budget
 
     # -- one arrival ---------------------------------------------------------------------------
     def post(self, tau: float, budget: float, leftover: str = "spread") -> tuple[int, float]:
@@ -440,6 +504,7 @@ class SlidingMarket:
             self.fallbacks += 1
             res = ClearMarket(np.fromiter(self.hist, float), self.beta, self.b_max).allocate(
                 budget, leftover)
+            self.w = res.w
             return int(res.budgets[-1]), res.price
 
     def _post(self, tau: float, budget: float, leftover: str) -> tuple[int, float]:
@@ -459,22 +524,12 @@ class SlidingMarket:
                 return self._root_whole(k, whole_budget) if exact else math.nan
 
             def fits_whole(v):
-                # whole demand is within [D - n1, D] up to rounding (each floor loses < 1
-                # token): decide from the scalar D when it is clear, else sum the floors
-                d = self._demand(v)
-                cc, nu, _ = self.keys[v]  # set by _demand
-                n1 = cc if cc < nu else nu
-                slack = 1e-6 * (abs(d) + 1.0)
-                if d + slack <= budget:
-                    return True
-                if d - n1 - slack > budget:
-                    return False
-                return self._whole(v) <= budget
+                return self._fits_whole(v, budget)
 
             if fits_whole(0.0):
                 ww = 0.0
             else:
-                ww = self._at_event(fits_whole, budget)
+                ww = self._at_event(budget)
                 if ww is None:
                     ww = self._solve(fits_whole, root_whole, self.w_prev,
                                      local=lambda k, g: self._local_whole(k, g, budget))
@@ -513,7 +568,7 @@ class SlidingMarket:
         give = None  # the next-in-line query's new cap
         if leftover in ("next-in-line", "spread") and spare > 0:
             cheapest = None  # smallest eligible threshold with a cap of 0
-            if n1 and fb[0] == 0:
+            if n1 and fb.item(0) == 0:
                 cheapest = self.sl[0]
             elif n1 < key[1]:
                 cheapest = self.sl[n1]
@@ -530,11 +585,22 @@ class SlidingMarket:
         if leftover == "spread" and spare > 0 and 0 < mine < bm:
             # the funded caps floor(tau + x*) rise with tau: those in (0, b_max) are a run
             # of ranks, and their headrooms b_max - cap, read backwards, are sorted
-            i0, i1 = np.searchsorted(fb, (0.5, bm - 0.5)).tolist()  # whole-valued caps
-            heads = (bm - fb[i0:i1][::-1]).astype(np.int64)
-            if give is not None and 0 < give < bm:
-                heads = np.insert(heads, int(np.searchsorted(heads, bm - give)), bm - give)
-            if spare >= len(heads):  # else no level of 1 or more fits
-                mine += min(bm - mine, spread_level(heads, spare, presorted=True))
+            # whole-valued caps: i0 = #{fb < 0.5}, i1 = #{fb < bm - 0.5} (fb ascending; the
+            # ends decide the usual case without a search)
+            k1 = len(fb)
+            i0 = 0 if k1 == 0 or fb.item(0) >= 0.5 else int(fb.searchsorted(0.5))
+            i1 = k1 if k1 == 0 or fb.item(k1 - 1) < bm - 0.5 else int(fb.searchsorted(bm - 0.5))
+            extra = give is not None and 0 < give < bm
+            m = i1 - i0 + extra
+            if spare >= m:  # else no level of 1 or more fits
+                least = min(bm - int(fb.item(i1 - 1)) if i1 > i0 else bm, bm - give if extra else bm)
+                level = even_share(spare, m, least)
+                if level is None:
+                    heads = (bm - fb[i0:i1][::-1]).astype(np.int64)
+                    if extra:
+                        heads = np.insert(heads, int(np.searchsorted(heads, bm - give)), bm - give)
+                    level = spread_level(heads, spare, presorted=True)
+                mine += min(bm - mine, level)
+        self.w = w
         return mine, w * math.exp(w - 1.0)
 

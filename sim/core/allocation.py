@@ -217,8 +217,14 @@ def allocation_process(env: simpy.Environment, policy: Policy, wl: Workload, tar
     """
     feedback = policy.wants_feedback
     if feedback:
-        rec.listeners.append(
-            lambda idx, now: policy.on_finished(out.budget[idx], gen_tokens[idx], now))
+        def tell(idx, now):  # one completion (the usual case) as a view, not a gather
+            if len(idx) == 1:
+                i = int(idx[0])
+                policy.on_finished(out.budget[i:i + 1], gen_tokens[i:i + 1], now)
+            else:
+                policy.on_finished(out.budget[idx], gen_tokens[idx], now)
+
+        rec.listeners.append(tell)
         rec.defer = True  # each decision hears of the completions before it (rec.flush)
     timing = policy.timing
     if timing.kind == "immediate" and policy.allocate_one is not None:

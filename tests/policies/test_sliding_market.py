@@ -4,11 +4,19 @@
 instead of clearing a new :class:`ClearMarket` over its history; ``clear`` / ``clear-windowed``
 use an optimised :class:`ClearMarket`.  Both are compared with a frozen copy of the pre-issue-11
 ClearMarket (``reference_market.py``), value for value: the cap (an int) and the price (a
-float, compared with ``==``, so to the last bit)."""
+float, compared with ``==``, so to the last bit).
+
+One exception, stated in ``policies/sliding_market.py``: where the reference's demand is not
+monotone in w over a few ulps (scipy's Lambert W at the capped limit rounds up and down from
+one float to the next), "the smallest w whose demand fits" is not one float, and a search from
+elsewhere may stop at another of the flips.  :func:`assert_same_clearing` accepts a difference
+only there: the two levels within 64 ulps, the reference's own demand shown non-monotone
+between them, and each answer's cap the reference's allocation at that answer's own level."""
 
 from __future__ import annotations
 
 import math
+import struct
 from collections import deque
 
 import numpy as np
@@ -34,6 +42,51 @@ def _reference(hist, beta, b_max, budget, leftover):
     return int(res.budgets[-1]), res.price
 
 
+def _reference_w(hist, beta, b_max, budget, leftover):
+    """(cap, price) of the newest query and the level w, by the reference."""
+    res = ReferenceMarket(np.fromiter(hist, float), beta, b_max).allocate(budget, leftover)
+    return (int(res.budgets[-1]), res.price), res.w
+
+
+def _cap_at(hist, beta, b_max, budget, leftover, w):
+    """The reference's allocation (leftover rule included) with its price fixed at ``w``."""
+    ref = ReferenceMarket(np.fromiter(hist, float), beta, b_max)
+    ref.clearing_w_whole = lambda _budget: w
+    return int(ref.allocate(budget, leftover).budgets[-1])
+
+
+def _bits(x: float) -> int:
+    return struct.unpack("<q", struct.pack("<d", x))[0]
+
+
+def _non_monotone(pred, lo: float, hi: float) -> bool:
+    """``pred`` holds at some float of [lo, hi] and fails at a larger one."""
+    held, v = False, lo
+    while v <= hi:
+        if pred(v):
+            held = True
+        elif held:
+            return True
+        v = math.nextafter(v, 2.0)
+    return False
+
+
+def assert_same_clearing(hist, beta, b_max, budget, leftover, a, w_a, b, w_b):
+    """Answers ``a`` and ``b`` ((cap, price), at levels ``w_a``, ``w_b``) of the same market are
+    the same, bit for bit, or differ only in a rounding coincidence (module doc)."""
+    if a == b:
+        return
+    lo, hi = sorted((w_a, w_b))
+    assert 0 < _bits(hi) - _bits(lo) <= 64, (a, b)
+    ref = ReferenceMarket(np.fromiter(hist, float), beta, b_max)
+    start = math.nextafter(lo, 0.0)
+    assert (_non_monotone(lambda v: ref.whole_demand(v) <= budget, start, hi)
+            or _non_monotone(lambda v: ref.demand(v) <= budget, start, hi)), (a, b)
+    for (cap, price), w in ((a, w_a), (b, w_b)):
+        assert price == w * math.exp(w - 1.0)
+        assert cap == _cap_at(hist, beta, b_max, budget, leftover, w)
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(taus, st.one_of(st.floats(0.0, 3000.0), st.sampled_from([0.0, 1.0]))),
                 min_size=1, max_size=40),
@@ -46,8 +99,21 @@ def test_sliding_market_equals_the_reference_at_every_arrival(stream, history, b
     for tau, per_query in stream:
         hist.append(tau)
         budget = per_query * len(hist)
-        assert market.post(tau, budget, leftover) == _reference(hist, beta, b_max, budget,
-                                                                leftover)
+        got = market.post(tau, budget, leftover)
+        ref, w = _reference_w(hist, beta, b_max, budget, leftover)
+        assert_same_clearing(hist, beta, b_max, budget, leftover, got, market.w, ref, w)
+
+
+def test_a_non_monotone_lambert_w_is_a_rounding_coincidence_not_a_mismatch():
+    """Found by hypothesis: one threshold of 274 in the capped range (b_max 512, beta 0.002)
+    and a zero budget.  The reference's demand at the capped limit goes 0, 0, 512, 0 over four
+    consecutive floats of w (Lambert W rounding), so the two searches stop 3 ulps apart; both
+    caps are 0 and both are the reference's allocation at their own level."""
+    market = SlidingMarket(1, 0.002, 512.0)
+    got = market.post(274.0, 0.0, "spread")
+    ref, w = _reference_w([274.0], 0.002, 512.0, 0.0, "spread")
+    assert got != ref  # the case itself: if it stops differing, this test has lost its point
+    assert_same_clearing([274.0], 0.002, 512.0, 0.0, "spread", got, market.w, ref, w)
 
 
 def test_sliding_market_on_a_long_stream_without_falling_back():
@@ -62,7 +128,9 @@ def test_sliding_market_on_a_long_stream_without_falling_back():
         hist.append(t)
         got = market.post(t, p * len(hist), "spread")
         if i % 5 == 0:  # the reference is slow: check every 5th arrival
-            assert got == _reference(hist, 0.005, 4096, p * len(hist), "spread")
+            ref, w = _reference_w(hist, 0.005, 4096, p * len(hist), "spread")
+            assert_same_clearing(hist, 0.005, 4096, p * len(hist), "spread", got, market.w,
+                                 ref, w)
     assert market.fallbacks == 0
 
 
@@ -100,7 +168,7 @@ def test_first_true_finds_the_flip_of_a_monotone_predicate(flip, guess):
 
 def _walk_only(market: SlidingMarket) -> SlidingMarket:
     """The market without its rank search: every price from the walk in w (:meth:`_solve`)."""
-    market._at_event = lambda pred, budget: None
+    market._at_event = lambda budget: None
     return market
 
 
@@ -116,7 +184,8 @@ def test_the_rank_search_places_the_walks_price(stream, history, beta, b_max, le
     walk = _walk_only(SlidingMarket(history, beta, b_max))
     for tau, per_query in stream:
         budget = per_query * min(len(fast.hist) + 1, history)
-        assert fast.post(tau, budget, leftover) == walk.post(tau, budget, leftover)
+        a, b = fast.post(tau, budget, leftover), walk.post(tau, budget, leftover)
+        assert_same_clearing(fast.hist, beta, b_max, budget, leftover, a, fast.w, b, walk.w)
 
 
 def test_the_rank_search_decides_most_arrivals_of_a_long_stream():
@@ -135,7 +204,8 @@ def test_the_rank_search_decides_most_arrivals_of_a_long_stream():
         got = fast.post(t, budget, LEFTOVER[i % 3])
         assert got == walk.post(t, budget, LEFTOVER[i % 3])
         if i % 7 == 0:
-            assert got == _reference(hist, 0.005, 4096, budget, LEFTOVER[i % 3])
+            ref, w = _reference_w(hist, 0.005, 4096, budget, LEFTOVER[i % 3])
+            assert_same_clearing(hist, 0.005, 4096, budget, LEFTOVER[i % 3], got, fast.w, ref, w)
         priced += got[1] > 0  # a positive price: a search ran (ample budgets clear at 0)
     assert priced > 800 and fast.ranked > 0.85 * priced and walk.ranked == 0
     assert fast.fallbacks == walk.fallbacks == 0
