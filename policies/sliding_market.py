@@ -136,23 +136,31 @@ class SlidingMarket:
         self.w = math.nan  # the level w of the last clearing (price = w exp(w - 1))
 
     # -- the window ---------------------------------------------------------------------------
-    def _eligible(self, t: float) -> bool:
-        return math.isfinite(t) and t < self.b_max
-
     def push(self, tau: float) -> None:
         tau = float(tau)
-        if len(self.hist) == self.hist.maxlen and self._eligible(self.hist[0]):
-            old, m = self.hist[0], len(self.sl)
-            p = bisect_left(self.sl, old)
-            del self.sl[p]
-            self.buf[p:m - 1] = self.buf[p + 1:m]
-        self.hist.append(tau)
-        if self._eligible(tau):
-            m = len(self.sl)
-            p = bisect_right(self.sl, tau)
-            self.sl.insert(p, tau)  # insort, with the position it found
-            self.buf[p + 1:m + 1] = self.buf[p:m]
-            self.buf[p] = tau
+        hist, sl, buf, b_max, isfinite = self.hist, self.sl, self.buf, self.b_max, math.isfinite
+        fresh = isfinite(tau) and tau < b_max  # eligible: ClearMarket's finite, < b_max
+        if len(hist) == hist.maxlen and isfinite(hist[0]) and hist[0] < b_max:
+            m = len(sl)
+            p = bisect_left(sl, hist[0])
+            del sl[p]
+            if fresh:  # one shift of the ranks between the leaving and the new threshold
+                q = bisect_right(sl, tau)
+                sl.insert(q, tau)
+                if q > p:
+                    buf[p:q] = buf[p + 1:q + 1]
+                elif q < p:
+                    buf[q + 1:p + 1] = buf[q:p]
+                buf[q] = tau
+            else:
+                buf[p:m - 1] = buf[p + 1:m]
+        elif fresh:
+            m = len(sl)
+            q = bisect_right(sl, tau)
+            sl.insert(q, tau)  # insort, with the position it found
+            buf[q + 1:m + 1] = buf[q:m]
+            buf[q] = tau
+        hist.append(tau)
 
     # -- the reference's expressions, evaluated exactly as ClearMarket does ------------------
     def _cap_hi(self, w: float) -> float:
@@ -339,7 +347,7 @@ class SlidingMarket:
                 e = first_true(self._event_pred(kind, self.sl[i]),
                                self._event_w(kind, self.sl[i]), lo, hi)
                 if pred(e):
-                    before = _float(_bits(e) - 1)
+                    before = math.nextafter(e, 0.0)
                     if before <= lo or not pred(before):
                         return e  # the flip is the change itself (a jump of demand)
                     hi, khi = before, klo
@@ -454,7 +462,7 @@ class SlidingMarket:
         some more (same uncapped and capped counts), every floor(tau + x*) is at least its
         value at e (x* only grows as w falls), so whole(b) >= whole(e) + the new queries'
         floors."""
-        b = _float(_bits(e) - 1)
+        b = math.nextafter(e, 0.0)
         d = self._demand(b)
         cc, nu, ca = self.keys[b]
         n1 = cc if cc < nu else nu
@@ -536,7 +544,7 @@ class SlidingMarket:
             d = self._demand(ww)
             if d <= budget:  # the real clearing price is at most ww: it is the answer
                 w = ww
-                before = _float(_bits(ww) - 1)
+                before = math.nextafter(ww, 0.0)
                 if ww > 0 and self._demand(before) <= budget:
                     w = self._solve(lambda v: self._demand(v) <= budget,
                                     lambda k, _: self._root_real(k, budget), ww, hi=before)
