@@ -43,8 +43,10 @@ two numbers (the new query's cap and the price) another way:
 
 The two answers agree whenever the reference's bisection converges to the flip of a monotone
 predicate, i.e. always except in rounding coincidences of a few ulps at a change of the funded
-set; anything this class cannot place (a flip below 2^-90, an unusual threshold such as -inf, a
-walk longer than its limit) falls back to :class:`ClearMarket` itself (a probe so small that
+set (scipy's Lambert W at the capped limit is not monotone from one float to the next, so there
+the smallest fitting w is not unique: the test accepts exactly that, shown); anything this class
+cannot place (a flip below 2^-90, an unusual threshold such as -inf, a walk longer than its
+limit) falls back to :class:`ClearMarket` itself (a probe so small that
 ``beta * w`` underflows to 0 just has an infinite cut-off,
 :func:`~policies.clear_market.funding_cut`), and ``tests/policies/test_sliding_market.py``
 checks the two against each other.
