@@ -465,14 +465,11 @@ class SlidingMarket:
         value at e (x* only grows as w falls), so whole(b) >= whole(e) + the new queries'
         floors."""
         b = math.nextafter(e, 0.0)
-        d = self._demand(b)
+        fits = self._fits_by_demand(b, budget)
+        if fits is not None:
+            return not fits
         cc, nu, ca = self.keys[b]
         n1 = cc if cc < nu else nu
-        slack = 1e-6 * (abs(d) + 1.0)
-        if d + slack <= budget:
-            return False
-        if d - n1 - slack > budget:
-            return True
         ce, ue, ae = self._key(e)
         n1e = ce if ce < ue else ue
         if ue == nu and ae == ca and n1e <= n1 <= n1e + 16:
@@ -483,9 +480,15 @@ class SlidingMarket:
         return not self._whole(b) <= budget
 
     def _fits_whole(self, v: float, budget: float) -> bool:
-        """``whole_demand(v) <= budget``: the whole demand lies in [D - n1, D] up to rounding
-        (each of the n1 floors loses < 1 token), so decide from the real demand D when that is
-        clear, else sum the floors."""
+        """``whole_demand(v) <= budget``: from the real demand when that decides it
+        (:meth:`_fits_by_demand`), else by summing the floors."""
+        fits = self._fits_by_demand(v, budget)
+        return self._whole(v) <= budget if fits is None else fits
+
+    def _fits_by_demand(self, v: float, budget: float) -> bool | None:
+        """``whole_demand(v) <= budget`` decided from the real demand D alone, or None: the
+        whole demand lies in [D - n1, D] up to rounding (each of the n1 floors loses < 1
+        token)."""
         d = self._demand(v)
         cc, nu, _ = self.keys[v]  # set by _demand
         n1 = cc if cc < nu else nu
@@ -494,7 +497,7 @@ class SlidingMarket:
             return True
         if d - n1 - slack > budget:
             return False
-        return self._whole(v) <= budget
+        return None
 
     # -- one arrival ---------------------------------------------------------------------------
     def post(self, tau: float, budget: float, leftover: str = "spread") -> tuple[int, float]:
